@@ -26,15 +26,19 @@
 //!
 //! # Blocking
 //!
-//! A blocked allocator increments the class's waiter count, reads the wake
-//! word, tries once more and sleeps on the wake word (a futex) unless the
-//! word changed. A free reads the waiter count after its block became
-//! available; if it is non-zero it bumps the wake word and wakes every
-//! sleeper. Both sides use sequentially consistent operations on the waiter
-//! count and on the words that make a block available (the state word and
-//! the shard head), so either the free sees the waiter or the waiter's retry
-//! sees the block: no wake-up is lost. Waking all sleepers rather than one
-//! keeps a killed sleeper from swallowing the only wake-up.
+//! A class has one futex word: bit 31 ([`WAITERS`]) says an allocator may
+//! be asleep on it, the other bits count wake-ups. A blocked allocator sets
+//! the bit (fetch-or, which also reads the word), tries once more, and sleeps
+//! on the word unless it changed. A free reads the word after its block
+//! became available; if the bit is set it clears the bit, bumps the count
+//! and wakes every sleeper, which retry and set the bit again before they
+//! sleep again. The waiters' fetch-or and re-check, and the free's
+//! compare-and-swap that makes the block available and its read of the
+//! word, are all sequentially consistent, so either the free sees the bit
+//! or the waiter's re-check sees the block: no wake-up is lost. A sleeper
+//! killed in its sleep leaves the bit set, which costs the next free one
+//! needless wake-up and then clears itself; waking all sleepers rather than
+//! one means a sleeper killed after its wake-up cannot swallow it.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::time::Duration;
@@ -46,6 +50,9 @@ use crate::handle::Handle;
 use crate::layout::{ClassHot, Segment};
 use crate::magazine::Magazine;
 use crate::platform::{Atomic32, Platform, Step};
+
+/// Bit 31 of a class's wake word: an allocator may be asleep on it.
+pub const WAITERS: u32 = 1 << 31;
 
 /// A process attached to a segment: the view and its registry slot.
 pub struct Attached<'a, P: Platform> {
@@ -116,8 +123,8 @@ impl<'a, P: Platform> Attached<'a, P> {
         }
     }
 
-    /// Turns a block we hold as `CACHED` (generation `gen`) into a fresh
-    /// allocation with the given window.
+    /// Turns a block in state `st` (cached or popped) into a fresh
+    /// allocation by us with the given window.
     #[inline]
     fn take_cached(&self, b: u32, st: BlockState, class: usize, window: Window) -> Option<Block> {
         let m = self.meta(b);
@@ -127,6 +134,7 @@ impl<'a, P: Platform> Attached<'a, P> {
         m.state
             .compare_exchange(st, BlockState::owned(self.me, gen), AcqRel, Relaxed)
             .ok()?;
+        self.seg.p.step(Step::StateChanged);
         m.refs.store(Refs::new(gen, true, 1), Relaxed);
         m.window.store(window, Relaxed);
         Some(Block {
@@ -154,8 +162,10 @@ impl<'a, P: Platform> Attached<'a, P> {
         }
         if let Some(b) = self.refill(class)? {
             let st = self.meta(b).state.load(Relaxed);
-            if let Some(blk) = self.take_cached(b, st, class, window) {
-                return Ok(blk);
+            if st.kind() == kind::POPPED && st.owner() == Some(self.me) {
+                if let Some(blk) = self.take_cached(b, st, class, window) {
+                    return Ok(blk);
+                }
             }
         }
         self.steal(class, window)
@@ -163,7 +173,7 @@ impl<'a, P: Platform> Attached<'a, P> {
 
     /// Pops a chain from the shards (local first, then the others in
     /// order), keeps the first block and caches the rest. Returns the kept
-    /// block, still `CACHED` by us.
+    /// block, still `POPPED` by us.
     fn refill(&self, class: usize) -> Result<Option<u32>> {
         let geo = self.seg.geo;
         let mag = self.magazine(class);
@@ -178,7 +188,17 @@ impl<'a, P: Platform> Attached<'a, P> {
             let n = freelist::pop(&self.seg, self.me, id, want, &mut chain)?;
             if n > 0 {
                 for &b in chain[1..n].iter().rev() {
-                    mag.push(b);
+                    let state = &self.meta(b).state;
+                    let st = state.load(Relaxed);
+                    if st.kind() == kind::POPPED && st.owner() == Some(self.me) {
+                        // Nobody else changes a block popped for us; the
+                        // compare-and-swap only guards against scribbles.
+                        let cached = BlockState::cached(self.me, st.gen());
+                        if state.compare_exchange(st, cached, AcqRel, Relaxed).is_ok() {
+                            self.seg.p.step(Step::StateChanged);
+                            mag.push(b);
+                        }
+                    }
                 }
                 return Ok(Some(chain[0]));
             }
@@ -228,36 +248,47 @@ impl<'a, P: Platform> Attached<'a, P> {
                     waited: timeout.unwrap_or_default(),
                 });
             }
-            // Register first, then record it in the slot: a crash between
-            // the two leaves the count too high (frees take the slow path),
-            // never too low (a sleeper nobody wakes).
-            hot.waiters.fetch_add(1, SeqCst);
-            slot.waiting.store(class as u32 + 1, Relaxed);
-            let seq = hot.wake_seq.load(SeqCst);
+            // For statistics only: who waits for what.
+            slot.waiting
+                .store(crate::registry::waiting_word(self.me.gen, class), Relaxed);
+            // SeqCst: see "Blocking" in the module documentation.
+            let seen = hot.wake_seq.fetch_or(WAITERS, SeqCst) | WAITERS;
+            self.seg.p.step(Step::Registered);
             let again = self.alloc(class, window);
             if !matches!(again, Err(Error::Exhausted { .. })) {
-                self.unregister(class);
+                slot.waiting.store(0, Relaxed);
                 return again;
             }
             self.seg.p.step(Step::Waiting);
-            self.seg.p.wait(&hot.wake_seq, seq, deadline);
-            self.unregister(class);
+            self.seg.p.wait(&hot.wake_seq, seen, deadline);
+            slot.waiting.store(0, Relaxed);
         }
     }
 
-    fn unregister(&self, class: usize) {
-        self.seg.slots[self.me.slot as usize]
-            .waiting
-            .store(0, Relaxed);
-        saturating_decrement(&self.hot(class).waiters);
-    }
-
-    /// Wakes every allocator blocked on `class`.
+    /// Wakes every allocator blocked on `class`, if the waiters bit says
+    /// there may be one. Called after a block of the class became available
+    /// (with a sequentially consistent operation).
     pub fn wake(&self, class: usize) {
         let hot = self.hot(class);
-        self.seg.p.step(Step::BeforeWake);
-        hot.wake_seq.fetch_add(1, SeqCst);
-        self.seg.p.wake_all(&hot.wake_seq);
+        let mut w = hot.wake_seq.load(SeqCst);
+        while w & WAITERS != 0 {
+            self.seg.p.step(Step::BeforeWake);
+            let next = (w & !WAITERS).wrapping_add(1) & !WAITERS;
+            match hot.wake_seq.compare_exchange(w, next, SeqCst, SeqCst) {
+                Ok(_) => {
+                    self.seg.p.wake_all(&hot.wake_seq);
+                    return;
+                }
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Whether an allocator may be blocked on `class`.
+    #[inline]
+    fn has_waiters(&self, class: usize) -> bool {
+        // SeqCst: see "Blocking" in the module documentation.
+        self.hot(class).wake_seq.load(SeqCst) & WAITERS != 0
     }
 
     /// Checks a handle's bounds and returns its block and class.
@@ -381,6 +412,7 @@ impl<'a, P: Platform> Attached<'a, P> {
                 Ok(Refs::new(r.gen(), true, r.count()))
             }
         })?;
+        self.seg.p.step(Step::Guarded);
         let state = &self.meta(b).state;
         loop {
             if st.owner() == Some(self.me) {
@@ -437,8 +469,7 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// Frees block `b` (generation `gen`) whose last reference we dropped.
     fn free_block(&self, class: usize, b: u32, gen: u32) -> Result<()> {
         let state = &self.meta(b).state;
-        let hot = self.hot(class);
-        if cfg!(feature = "mutant-early-wake") && hot.waiters.load(SeqCst) > 0 {
+        if cfg!(feature = "mutant-early-wake") && self.has_waiters(class) {
             // Wakes before the block is available: a waiter that re-checks
             // in between goes back to sleep and nobody wakes it again.
             self.wake(class);
@@ -457,9 +488,9 @@ impl<'a, P: Platform> Attached<'a, P> {
             }
         }
         self.seg.p.step(Step::StateChanged);
-        let waiters = hot.waiters.load(SeqCst);
+        let waiters = self.has_waiters(class);
         let mag = self.magazine(class);
-        if waiters == 0 {
+        if !waiters {
             if mag.push(b) {
                 return Ok(());
             }
@@ -475,16 +506,14 @@ impl<'a, P: Platform> Attached<'a, P> {
             .compare_exchange(cached, BlockState::pushing(self.me, gen), AcqRel, Relaxed)
             .is_ok()
         {
+            self.seg.p.step(Step::StateChanged);
             let id = ShardId {
                 class,
                 k: self.local_shard(),
             };
             freelist::push(&self.seg, self.me, id, &[b])?;
         }
-        if cfg!(feature = "mutant-early-wake") {
-            return Ok(());
-        }
-        if hot.waiters.load(SeqCst) > 0 {
+        if !cfg!(feature = "mutant-early-wake") {
             self.wake(class);
         }
         Ok(())
@@ -516,6 +545,7 @@ impl<'a, P: Platform> Attached<'a, P> {
                     .compare_exchange(st, pushing, AcqRel, Relaxed)
                     .is_ok()
                 {
+                    self.seg.p.step(Step::StateChanged);
                     chain[len] = b;
                     len += 1;
                 }
@@ -528,9 +558,7 @@ impl<'a, P: Platform> Attached<'a, P> {
                 k: self.local_shard(),
             };
             freelist::push(&self.seg, self.me, id, &chain[..len])?;
-            if self.hot(class).waiters.load(SeqCst) > 0 {
-                self.wake(class);
-            }
+            self.wake(class);
         }
         Ok(())
     }
@@ -547,16 +575,5 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// The block state of `b` (for statistics and tests).
     pub fn state_of(&self, b: u32) -> BlockState {
         self.meta(b).state.load(Acquire)
-    }
-}
-
-/// Decrements `word` unless it is zero.
-pub fn saturating_decrement<A: Atomic32>(word: &A) {
-    let mut v = word.load(Relaxed);
-    while v > 0 {
-        match word.compare_exchange(v, v - 1, SeqCst, Relaxed) {
-            Ok(_) => return,
-            Err(now) => v = now,
-        }
     }
 }

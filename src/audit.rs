@@ -206,7 +206,7 @@ fn audit_once<P: Platform>(seg: &Segment<'_, P>) -> Result<AuditReport> {
                         "block {b} is {st:?} but on no free list: it is lost"
                     ))
                 }
-                kind::CACHED | kind::OWNED | kind::PUSHING => {
+                kind::CACHED | kind::OWNED | kind::PUSHING | kind::POPPED => {
                     let owner = st.owner().expect("owned kinds have an owner");
                     if !registered(seg, owner) {
                         return bad(format!(

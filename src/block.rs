@@ -22,6 +22,7 @@
 //! | `CACHED`  | in the magazine of a process            | owner's registry slot   |
 //! | `OWNED`   | allocated; handles with `gen` are valid | owner's registry slot   |
 //! | `PUSHING` | being pushed to a free list by its owner | owner's registry slot   |
+//! | `POPPED`  | popped from a free list for its owner   | owner's registry slot   |
 //!
 //! Every change is a compare-and-swap on the whole word, so a block is
 //! always in exactly one of these places. `gen` advances when a block leaves
@@ -51,6 +52,8 @@ pub mod kind {
     pub const OWNED: u8 = 3;
     /// On its way into a free list.
     pub const PUSHING: u8 = 4;
+    /// Just popped from a free list, on its way into the owner's magazine.
+    pub const POPPED: u8 = 5;
 }
 
 /// The largest registry slot number the state word can hold.
@@ -91,6 +94,11 @@ impl BlockState {
     pub const fn pushing(owner: Owner, gen: u32) -> Self {
         Self::new(kind::PUSHING, owner.slot, owner.gen, gen)
     }
+    /// A block popped from a free list for `owner`.
+    #[inline]
+    pub const fn popped(owner: Owner, gen: u32) -> Self {
+        Self::new(kind::POPPED, owner.slot, owner.gen, gen)
+    }
     /// The kind field.
     #[inline]
     pub const fn kind(self) -> u8 {
@@ -115,7 +123,7 @@ impl BlockState {
     #[inline]
     pub const fn owner(self) -> Option<Owner> {
         match self.kind() {
-            kind::CACHED | kind::OWNED | kind::PUSHING => Some(Owner {
+            kind::CACHED | kind::OWNED | kind::PUSHING | kind::POPPED => Some(Owner {
                 slot: self.slot(),
                 gen: self.slot_gen(),
             }),
@@ -147,11 +155,12 @@ impl fmt::Debug for BlockState {
             kind::CACHED => "CACHED",
             kind::OWNED => "OWNED",
             kind::PUSHING => "PUSHING",
+            kind::POPPED => "POPPED",
             _ => "INVALID",
         };
         match self.kind() {
             kind::FREE => write!(f, "FREE{{shard {}, gen {}}}", self.slot(), self.gen()),
-            kind::CACHED | kind::OWNED | kind::PUSHING => write!(
+            kind::CACHED | kind::OWNED | kind::PUSHING | kind::POPPED => write!(
                 f,
                 "{k}{{slot {}/{}, gen {}}}",
                 self.slot(),

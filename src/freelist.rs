@@ -17,7 +17,7 @@
 //!    block, tag + 1, and the initiator's slot in the `pend` field. This is
 //!    the linearization point of the operation.
 //! 3. Completion, by the initiator or by any process that finds the head
-//!    pending: re-tag every block of the chain (`FREE` → `CACHED` by the
+//!    pending: re-tag every block of the chain (`FREE` → `POPPED` by the
 //!    initiator for a pop, `PUSHING` → `FREE` for a push) and swing the head
 //!    to its final value with tag + 1 and no pending slot.
 //!
@@ -287,8 +287,12 @@ fn corrupted<P: Platform>(seg: &Segment<'_, P>, id: ShardId, what: fmt::Argument
     )
 }
 
-/// Pops up to `max` blocks from shard `id` into `out`; they end up `CACHED`
+/// Pops up to `max` blocks from shard `id` into `out`; they end up `POPPED`
 /// by `me`, in list order. Returns how many (0: the shard is empty).
+///
+/// `POPPED` rather than `CACHED`: while the operation is still pending its
+/// blocks must not be taken by an allocator that scans caches, so they
+/// become cached only when the owner moves them into its magazine.
 pub fn pop<P: Platform>(
     seg: &Segment<'_, P>,
     me: Owner,
@@ -350,7 +354,7 @@ pub fn pop<P: Platform>(
                 let m = &seg.metas[blk as usize];
                 let st = m.state.load(Acquire);
                 m.state
-                    .store(BlockState::cached(me, next_gen(st.gen())), Release);
+                    .store(BlockState::popped(me, next_gen(st.gen())), Release);
             }
             return Ok(n);
         }
@@ -522,8 +526,8 @@ pub fn complete<P: Platform>(seg: &Segment<'_, P>, id: ShardId, h: Head) -> Resu
     for i in 0..count {
         let st = states[i];
         let (from_kind, target, done) = if r.kind == op::POP {
-            let target = BlockState::cached(owner, next_gen(st.gen()));
-            let done = st.kind() == kind::CACHED && st.owner() == Some(owner);
+            let target = BlockState::popped(owner, next_gen(st.gen()));
+            let done = st.kind() == kind::POPPED && st.owner() == Some(owner);
             (kind::FREE, target, done)
         } else {
             let target = BlockState::free(id.k, st.gen());

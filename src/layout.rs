@@ -130,20 +130,22 @@ pub struct ClassDesc<P: Platform> {
 /// The words of a class that blocking allocation uses.
 #[repr(C)]
 pub struct ClassHot<P: Platform> {
-    /// How many allocators are blocked on this class (a hint that frees
-    /// must wake someone; never below the true number).
-    pub waiters: P::U32,
-    /// The futex word blocked allocators sleep on; bumped after a block of
-    /// the class is made available while someone waits.
+    /// The futex word blocked allocators sleep on: bit 31
+    /// ([`WAITERS`](crate::allocator::WAITERS)) says someone may sleep;
+    /// bits 0..31 count wake-ups. A free that finds the bit set clears it,
+    /// bumps the count and wakes every sleeper; a sleeper sets it again
+    /// before it sleeps again.
     pub wake_seq: P::U32,
+    /// Reserved, zero.
+    pub reserved: P::U32,
 }
 
 impl<P: Platform> ClassHot<P> {
     /// Fresh words.
     pub fn new() -> Self {
         Self {
-            waiters: P::U32::new(0),
             wake_seq: P::U32::new(0),
+            reserved: P::U32::new(0),
         }
     }
 }
@@ -622,6 +624,66 @@ pub fn init_segment<P: Platform>(seg: &Segment<'_, P>) {
     }
     for s in seg.slots.iter() {
         s.reset();
+    }
+}
+
+/// A segment in typed heap memory, for running the algorithm on platforms
+/// whose atomics cannot live in raw bytes (the model checkers' atomics), or
+/// simply without a shared mapping.
+pub struct HeapSegment<P: Platform> {
+    geo: Geometry,
+    classes: Vec<CachePadded<ClassHot<P>>>,
+    shards: Vec<CachePadded<ShardHead<P>>>,
+    slots: Vec<CachePadded<Slot<P>>>,
+    mags: Vec<P::U32>,
+    metas: Vec<BlockMeta<P>>,
+}
+
+impl<P: Platform> HeapSegment<P> {
+    /// A freshly initialised segment for `cfg` (`p` is only used while
+    /// initialising).
+    pub fn new(cfg: &PoolConfig, p: &P) -> Result<Self> {
+        let geo = Geometry::new(cfg)?;
+        let n_classes = geo.classes.len();
+        let heap = Self {
+            classes: (0..n_classes)
+                .map(|_| CachePadded::new(ClassHot::new()))
+                .collect(),
+            shards: (0..geo.nshards())
+                .map(|_| CachePadded::new(ShardHead::new(crate::freelist::NIL)))
+                .collect(),
+            slots: (0..geo.nslots)
+                .map(|_| CachePadded::new(Slot::new()))
+                .collect(),
+            mags: (0..geo.mag_stride as usize * geo.nslots as usize * n_classes)
+                .map(|_| P::U32::new(0))
+                .collect(),
+            metas: (0..geo.nblocks)
+                .map(|_| BlockMeta::new_free(0, crate::freelist::NIL))
+                .collect(),
+            geo,
+        };
+        init_segment(&heap.segment(p, "(heap)"));
+        Ok(heap)
+    }
+
+    /// The typed view, with platform `p` and name `name`.
+    pub fn segment<'a>(&'a self, p: &'a P, name: &'a str) -> Segment<'a, P> {
+        Segment {
+            p,
+            name,
+            geo: &self.geo,
+            classes: &self.classes,
+            shards: &self.shards,
+            slots: &self.slots,
+            mags: &self.mags,
+            metas: &self.metas,
+        }
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
     }
 }
 

@@ -53,6 +53,8 @@ pub mod reclaim;
 pub mod registry;
 pub mod segment;
 pub mod stats;
+#[cfg(test)]
+mod verify;
 
 pub use audit::{AuditReport, ClassAudit};
 pub use config::{PoolConfig, SizeClass};

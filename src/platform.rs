@@ -41,6 +41,8 @@ pub trait Atomic32: Send + Sync + Sized {
     fn fetch_add(&self, v: u32, order: Ordering) -> u32;
     /// Wrapping atomic subtract; returns the previous value.
     fn fetch_sub(&self, v: u32, order: Ordering) -> u32;
+    /// Atomic bitwise or; returns the previous value.
+    fn fetch_or(&self, v: u32, order: Ordering) -> u32;
 }
 
 /// A 64-bit atomic word as the core uses it. Same contract as [`Atomic32`].
@@ -158,8 +160,14 @@ pub enum Step {
     StateChanged,
     /// The reference count dropped, the state not yet changed.
     Released,
+    /// A blocked allocator counted itself, not yet recorded in its slot.
+    Registered,
     /// A waiter registered itself and is about to sleep.
     Waiting,
+    /// A guard bit was set, the owner not yet changed.
+    Guarded,
+    /// A registry slot was claimed, not yet live.
+    Claiming,
     /// A block was made available, waiters not yet woken.
     BeforeWake,
     /// A sweep claimed a block and has not pushed it yet.
@@ -248,6 +256,10 @@ impl Atomic32 for OsU32 {
     #[inline]
     fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
         atomic::Atomic::<u32>::fetch_sub(self, v, order)
+    }
+    #[inline]
+    fn fetch_or(&self, v: u32, order: Ordering) -> u32 {
+        atomic::Atomic::<u32>::fetch_or(self, v, order)
     }
 }
 

@@ -36,11 +36,11 @@
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
-use crate::allocator::{saturating_decrement, Attached};
+use crate::allocator::Attached;
 use crate::block::{kind, BlockMeta, BlockState, Owner};
 use crate::error::{Error, Result};
 use crate::freelist::{self, ShardId, MAX_CHAIN};
-use crate::platform::{Atomic32, Platform, Step};
+use crate::platform::{Platform, Step};
 use crate::registry::{self, state, SlotWord, Verdict};
 
 /// One process whose resources a sweep recovered.
@@ -186,11 +186,9 @@ fn recover_slot<P: Platform>(
     };
     let before = report.blocks();
     take_blocks(att, report, |st, _| st.owner() == Some(dead))?;
-    let waiting = slot.waiting.swap(0, Relaxed);
-    if waiting != 0 && (waiting as usize) <= seg.geo.classes.len() {
-        saturating_decrement(&seg.classes[waiting as usize - 1].waiters);
-    }
-    slot.op.reset();
+    registry::forget_waiter(seg, i as usize, w.gen());
+    // The operation record is left alone: the slot may already belong to
+    // a new process (another sweeper finished first), and a claim clears it.
     let _ = slot
         .state
         .compare_exchange(w, w.with_state(state::FREE), AcqRel, Relaxed);
@@ -245,7 +243,11 @@ fn take_blocks<P: Platform>(
         for b in c.first..c.first + c.count {
             let m = &seg.metas[b as usize];
             let st = m.state.load(Acquire);
-            if !matches!(st.kind(), kind::OWNED | kind::CACHED | kind::PUSHING) || !pred(st, m) {
+            if !matches!(
+                st.kind(),
+                kind::OWNED | kind::CACHED | kind::PUSHING | kind::POPPED
+            ) || !pred(st, m)
+            {
                 continue;
             }
             let ours = BlockState::pushing(att.me, st.gen());

@@ -107,7 +107,8 @@ pub struct Slot<P: Platform> {
     pub start: P::U64,
     /// The free-list operation this process has in progress.
     pub op: OpRecord<P>,
-    /// Class + 1 this process is blocked on in `alloc_timeout`, or 0.
+    /// While the process is blocked in `alloc_timeout`: its slot
+    /// generation << 16 | class + 1; otherwise 0. For statistics only.
     pub waiting: P::U32,
     /// Reserved, zero.
     pub reserved: P::U32,
@@ -178,13 +179,7 @@ pub fn take_over<P: Platform>(seg: &Segment<'_, P>, who: Identity, now_ns: u64) 
                 continue;
             }
             crate::freelist::complete_all_of(seg, i as u32)?;
-            let waiting = seg.slots[i].waiting.swap(0, Relaxed);
-            if let Some(hot) = (waiting as usize)
-                .checked_sub(1)
-                .and_then(|c| seg.classes.get(c))
-            {
-                crate::allocator::saturating_decrement(&hot.waiters);
-            }
+            forget_waiter(seg, i, w.gen());
             if let Some(me) = claim(seg, i, w, who, now_ns) {
                 return Ok(me);
             }
@@ -210,6 +205,7 @@ fn claim<P: Platform>(
     slot.state
         .compare_exchange(w, claim, AcqRel, Relaxed)
         .ok()?;
+    seg.p.step(crate::platform::Step::Claiming);
     slot.start.store(who.start, Relaxed);
     slot.op.reset();
     slot.waiting.store(0, Relaxed);
@@ -227,6 +223,30 @@ fn claim<P: Platform>(
         .compare_exchange(claim, claim.with_state(state::LIVE), Release, Relaxed)
         .ok()?;
     Some(me)
+}
+
+/// The `waiting` word of a process of generation `gen` blocked on `class`.
+pub fn waiting_word(gen: u16, class: usize) -> u32 {
+    (u32::from(gen) << 16) | (class as u32 + 1)
+}
+
+/// Clears the waiter record of slot `i`'s process of generation `gen`, if
+/// it died while blocked (the record only feeds statistics).
+pub fn forget_waiter<P: Platform>(seg: &Segment<'_, P>, i: usize, gen: u16) {
+    let word = &seg.slots[i].waiting;
+    let w = word.load(Acquire);
+    if w != 0 && (w >> 16) as u16 == gen {
+        let _ = word.compare_exchange(w, 0, AcqRel, Relaxed);
+    }
+}
+
+/// The class + 1 a `waiting` word names, for a slot of generation `gen`.
+pub fn waiting_class(w: u32, gen: u16) -> Option<usize> {
+    if w != 0 && (w >> 16) as u16 == gen {
+        ((w & 0xFFFF) as usize).checked_sub(1)
+    } else {
+        None
+    }
 }
 
 /// Releases `me`'s slot. The caller has given back every block it holds.

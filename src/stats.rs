@@ -245,7 +245,16 @@ pub fn collect<P: Platform>(seg: &Segment<'_, P>) -> Stats {
             max_payload: c.size.saturating_sub(geo.headspace + geo.tailspace),
             blocks: c.count,
             free_per_shard: vec![0; geo.shards_per_class as usize],
-            waiters: seg.classes[ci].waiters.load(Relaxed),
+            waiters: seg
+                .slots
+                .iter()
+                .filter(|s| {
+                    let w = s.state.load(Relaxed);
+                    w.state() == state::LIVE
+                        && crate::registry::waiting_class(s.waiting.load(Relaxed), w.gen())
+                            == Some(ci)
+                })
+                .count() as u32,
             ..Default::default()
         };
         for b in c.first..c.first + c.count {
@@ -256,7 +265,7 @@ pub fn collect<P: Platform>(seg: &Segment<'_, P>) -> Stats {
                         *n += 1;
                     }
                 }
-                kind::CACHED | kind::OWNED | kind::PUSHING => {
+                kind::CACHED | kind::OWNED | kind::PUSHING | kind::POPPED => {
                     match st.kind() {
                         kind::CACHED => cs.cached += 1,
                         kind::OWNED => cs.allocated += 1,
