@@ -1,11 +1,15 @@
 //! Allocation, release, hand-off and blocking for one attached process.
 //!
+//! Every step below that changes who has a block is one compare-and-swap
+//! on the block's state word (see [`crate::block`]), which holds the kind,
+//! the owner, the reference count, the guard bit and the generation.
+//!
 //! # Allocation
 //!
 //! 1. Take the newest entry of the class's magazine and compare-and-swap
-//!    its state `CACHED`(me, g) → `OWNED`(me, g+1). This compare-and-swap is
-//!    the linearization point. An entry whose state is no longer cached by
-//!    us (another process took it) is skipped.
+//!    its state `CACHED`(me, g) → `OWNED`(me, g+1, one guarded reference).
+//!    This compare-and-swap is the linearization point. An entry whose
+//!    state is no longer cached by us (another process took it) is skipped.
 //! 2. Magazine empty: pop a chain of up to half a magazine from the local
 //!    shard (`slot % shards`), then from the others in order
 //!    ([`crate::freelist::pop`]); keep one block, cache the rest.
@@ -16,13 +20,13 @@
 //!
 //! # Release
 //!
-//! Dropping a reference decrements the reference word (which carries the
-//! allocation's generation, so a late release of an old allocation fails).
-//! The last one moves the state `OWNED`(x, g) → `CACHED`(me, g): the block
-//! goes into the magazine of whoever released it last (the linearization
-//! point). A full magazine first flushes half of itself to the local shard
-//! as one chain. If an allocator is blocked on the class, the block is
-//! pushed to the shard at once and the sleepers are woken.
+//! Dropping a reference decrements the count in the state word; dropping
+//! the last one turns `OWNED`(x, g, 1 reference) into `CACHED`(me, g) in the
+//! same compare-and-swap (the linearization point): the block goes into the
+//! magazine of whoever released it last. A full magazine first flushes half
+//! of itself to the local shard as one chain. If an allocator is blocked on
+//! the class, the block is pushed to the shard at once and the sleepers are
+//! woken.
 //!
 //! # Blocking
 //!
@@ -43,7 +47,7 @@
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::time::Duration;
 
-use crate::block::{kind, next_gen, BlockMeta, BlockState, Owner, Refs, Window};
+use crate::block::{kind, next_gen, BlockMeta, BlockState, Owner, Window, GEN_MAX, REFS_MAX};
 use crate::error::{Error, HandleFault, Result};
 use crate::freelist::{self, ShardId, MAX_CHAIN};
 use crate::handle::Handle;
@@ -88,6 +92,15 @@ impl Block {
     }
 }
 
+/// Which reference a release drops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// The guard's.
+    Guard,
+    /// One a handle stands for.
+    Handle,
+}
+
 impl<'a, P: Platform> Attached<'a, P> {
     #[inline]
     fn meta(&self, b: u32) -> &'a BlockMeta<P> {
@@ -123,25 +136,37 @@ impl<'a, P: Platform> Attached<'a, P> {
         }
     }
 
-    /// Turns a block in state `st` (cached or popped) into a fresh
+    fn invalid(&self, h: Handle, fault: HandleFault) -> Error {
+        Error::InvalidHandle {
+            pool: self.seg.name.into(),
+            handle: h,
+            fault,
+        }
+    }
+
+    /// Turns block `b`, in state `st` (cached or popped by us), into a fresh
     /// allocation by us with the given window.
     #[inline]
-    fn take_cached(&self, b: u32, st: BlockState, class: usize, window: Window) -> Option<Block> {
+    fn take(&self, b: u32, st: BlockState, class: usize, window: Window) -> Option<Block> {
         let m = self.meta(b);
         let gen = next_gen(st.gen());
         // Acquire: the previous user's writes to the payload happen before
-        // ours. Release: our state is published with the new generation.
+        // ours. Release: publishes the new generation.
         m.state
             .compare_exchange(st, BlockState::owned(self.me, gen), AcqRel, Relaxed)
             .ok()?;
         self.seg.p.step(Step::StateChanged);
-        m.refs.store(Refs::new(gen, true, 1), Relaxed);
         m.window.store(window, Relaxed);
         Some(Block {
             index: b,
             gen,
             class,
         })
+    }
+
+    #[inline]
+    fn ours(&self, st: BlockState, k: u8) -> bool {
+        st.kind() == k && st.owner() == Some(self.me)
     }
 
     /// Allocates a block of `class` without blocking.
@@ -154,16 +179,16 @@ impl<'a, P: Platform> Attached<'a, P> {
                 continue;
             }
             let st = self.meta(b).state.load(Relaxed);
-            if st.kind() == kind::CACHED && st.owner() == Some(self.me) {
-                if let Some(blk) = self.take_cached(b, st, class, window) {
+            if self.ours(st, kind::CACHED) {
+                if let Some(blk) = self.take(b, st, class, window) {
                     return Ok(blk);
                 }
             }
         }
         if let Some(b) = self.refill(class)? {
             let st = self.meta(b).state.load(Relaxed);
-            if st.kind() == kind::POPPED && st.owner() == Some(self.me) {
-                if let Some(blk) = self.take_cached(b, st, class, window) {
+            if self.ours(st, kind::POPPED) {
+                if let Some(blk) = self.take(b, st, class, window) {
                     return Ok(blk);
                 }
             }
@@ -186,22 +211,23 @@ impl<'a, P: Platform> Attached<'a, P> {
                 k: (local + i) % geo.shards_per_class,
             };
             let n = freelist::pop(&self.seg, self.me, id, want, &mut chain)?;
-            if n > 0 {
-                for &b in chain[1..n].iter().rev() {
-                    let state = &self.meta(b).state;
-                    let st = state.load(Relaxed);
-                    if st.kind() == kind::POPPED && st.owner() == Some(self.me) {
-                        // Nobody else changes a block popped for us; the
-                        // compare-and-swap only guards against scribbles.
-                        let cached = BlockState::cached(self.me, st.gen());
-                        if state.compare_exchange(st, cached, AcqRel, Relaxed).is_ok() {
-                            self.seg.p.step(Step::StateChanged);
-                            mag.push(b);
-                        }
+            if n == 0 {
+                continue;
+            }
+            for &b in chain[1..n].iter().rev() {
+                let state = &self.meta(b).state;
+                let st = state.load(Relaxed);
+                if self.ours(st, kind::POPPED) {
+                    // Nobody else changes a block popped for us; the
+                    // compare-and-swap only guards against scribbles.
+                    let cached = BlockState::cached(self.me, st.gen());
+                    if state.compare_exchange(st, cached, AcqRel, Relaxed).is_ok() {
+                        self.seg.p.step(Step::StateChanged);
+                        mag.push(b);
                     }
                 }
-                return Ok(Some(chain[0]));
             }
+            return Ok(Some(chain[0]));
         }
         Ok(None)
     }
@@ -218,7 +244,7 @@ impl<'a, P: Platform> Attached<'a, P> {
             // SeqCst: see "Blocking" in the module documentation.
             let st = self.meta(b).state.load(SeqCst);
             if st.kind() == kind::CACHED {
-                if let Some(blk) = self.take_cached(b, st, class, window) {
+                if let Some(blk) = self.take(b, st, class, window) {
                     return Ok(blk);
                 }
             }
@@ -293,20 +319,25 @@ impl<'a, P: Platform> Attached<'a, P> {
 
     /// Checks a handle's bounds and returns its block and class.
     pub fn locate(&self, h: Handle) -> Result<(u32, usize)> {
-        let fault = |fault| {
-            Err(Error::InvalidHandle {
-                pool: self.seg.name.into(),
-                handle: h,
-                fault,
-            })
-        };
         if h.into_raw() == 0 {
-            return fault(HandleFault::Null);
+            return Err(self.invalid(h, HandleFault::Null));
         }
         let b = h.index();
         match self.seg.geo.class_of(b) {
             Some(class) if b < self.seg.geo.nblocks => Ok((b, class)),
-            _ => fault(HandleFault::OutOfRange),
+            _ => Err(self.invalid(h, HandleFault::OutOfRange)),
+        }
+    }
+
+    /// Why state `st` is not the live allocation of generation `gen`.
+    fn fault(st: BlockState, gen: u32) -> HandleFault {
+        if gen > GEN_MAX || (st.gen() < gen && st.gen() > 0) {
+            // A generation the block never reached: forged.
+            HandleFault::NotAllocated
+        } else if st.gen() == gen {
+            HandleFault::Released
+        } else {
+            HandleFault::Stale
         }
     }
 
@@ -315,117 +346,120 @@ impl<'a, P: Platform> Attached<'a, P> {
     pub fn check(&self, h: Handle) -> Result<(u32, usize, BlockState)> {
         let (b, class) = self.locate(h)?;
         let st = self.meta(b).state.load(Acquire);
-        if st.kind() == kind::OWNED && st.gen() == h.generation() {
-            return Ok((b, class, st));
-        }
-        let fault = if st.gen() == h.generation() {
-            HandleFault::Released
-        } else if st.kind() == kind::OWNED {
-            HandleFault::Stale
-        } else if st.gen() < h.generation() && st.gen() > 0 {
-            // A generation the block never reached: forged.
-            HandleFault::NotAllocated
+        if st.is_allocation(h.generation()) {
+            Ok((b, class, st))
         } else {
-            HandleFault::Stale
-        };
-        Err(self.invalid(h, fault))
-    }
-
-    fn invalid(&self, h: Handle, fault: HandleFault) -> Error {
-        Error::InvalidHandle {
-            pool: self.seg.name.into(),
-            handle: h,
-            fault,
+            Err(self.invalid(h, Self::fault(st, h.generation())))
         }
     }
 
-    /// Changes the reference word of `h`'s block with `f`, retrying on
-    /// contention. Returns the word before the change.
-    fn update_refs(
+    /// Changes the state of `h`'s allocation with `f` (which sees a live
+    /// allocation of that generation), retrying on contention. Returns the
+    /// state before the change.
+    fn update(
         &self,
         h: Handle,
         b: u32,
-        f: impl Fn(Refs) -> std::result::Result<Refs, HandleFault>,
-    ) -> Result<Refs> {
-        let refs = &self.meta(b).refs;
-        let mut r = refs.load(Acquire);
+        mut st: BlockState,
+        f: impl Fn(BlockState) -> std::result::Result<BlockState, HandleFault>,
+    ) -> Result<BlockState> {
+        let state = &self.meta(b).state;
         loop {
-            if r.gen() != h.generation() {
-                return Err(self.invalid(h, HandleFault::Stale));
+            if !st.is_allocation(h.generation()) {
+                return Err(self.invalid(h, Self::fault(st, h.generation())));
             }
-            let new = f(r).map_err(|fault| self.invalid(h, fault))?;
+            let new = f(st).map_err(|fault| self.invalid(h, fault))?;
             // AcqRel: the last releaser sees every other holder's writes
             // before it recycles the block; a new guard sees the previous
-            // guard's writes.
-            match refs.compare_exchange(r, new, AcqRel, Acquire) {
-                Ok(_) => return Ok(r),
-                Err(now) => r = now,
+            // guard's writes. SeqCst when the block becomes free: see
+            // "Blocking" in the module documentation.
+            let order = if new.kind() == kind::CACHED {
+                SeqCst
+            } else {
+                AcqRel
+            };
+            match state.compare_exchange(st, new, order, Acquire) {
+                Ok(_) => return Ok(st),
+                Err(now) => st = now,
             }
         }
     }
 
     /// Adds a reference to the allocation `h`.
     pub fn retain(&self, h: Handle) -> Result<()> {
-        let (b, _, _) = self.check(h)?;
-        self.update_refs(h, b, |r| match r.count() {
+        let (b, _, st) = self.check(h)?;
+        self.update(h, b, st, |st| match st.refs() {
             0 => Err(HandleFault::Released),
-            Refs::MAX => Err(HandleFault::TooManyReferences),
-            c => Ok(Refs::new(r.gen(), r.guard(), c + 1)),
+            REFS_MAX => Err(HandleFault::TooManyReferences),
+            n => Ok(st.with_refs(n + 1, st.guard())),
         })?;
         Ok(())
     }
 
-    /// Drops one reference of the allocation `h` (never the one a guard
-    /// holds); the last one frees the block. Returns whether it did.
-    pub fn release(&self, h: Handle) -> Result<bool> {
-        let (b, class, _) = self.check(h)?;
-        let old = self.update_refs(h, b, |r| {
-            if r.unguarded() == 0 {
-                Err(if r.guard() {
+    /// Drops one reference of `h`'s allocation; the last one frees the
+    /// block into our magazine. Returns whether it did.
+    fn drop_ref(&self, h: Handle, which: Which) -> Result<bool> {
+        let (b, class, st) = self.check(h)?;
+        let me = self.me;
+        if cfg!(feature = "mutant-early-wake") {
+            // Wakes before the block is free: a waiter that re-checks in
+            // between goes back to sleep, and nobody wakes it again.
+            self.wake(class);
+        }
+        let old = self.update(h, b, st, |st| {
+            let holds = match which {
+                Which::Guard => st.guard(),
+                Which::Handle => st.unguarded() > 0,
+            };
+            if !holds {
+                return Err(if which == Which::Handle && st.guard() {
                     HandleFault::InUse
                 } else {
                     HandleFault::Released
-                })
-            } else {
-                Ok(Refs::new(r.gen(), r.guard(), r.count() - 1))
+                });
             }
+            Ok(if st.refs() == 1 {
+                BlockState::cached(me, st.gen())
+            } else {
+                st.with_refs(st.refs() - 1, st.guard() && which == Which::Handle)
+            })
         })?;
-        if old.count() > 1 {
+        if old.refs() > 1 {
             return Ok(false);
         }
         self.seg.p.step(Step::Released);
-        self.free_block(class, b, h.generation())?;
+        self.recycle(class, b, h.generation())?;
         Ok(true)
     }
 
+    /// Drops one reference that the handle `h` stands for (never the one a
+    /// guard holds); the last one frees the block. Returns whether it did.
+    pub fn release(&self, h: Handle) -> Result<bool> {
+        self.drop_ref(h, Which::Handle)
+    }
+
+    /// Drops the guard of `blk` together with its reference; the last
+    /// reference frees the block. Returns whether it did.
+    pub fn drop_guard(&self, blk: Block) -> Result<bool> {
+        self.drop_ref(blk.handle(), Which::Guard)
+    }
+
     /// Takes the guard of the allocation `h` with one of the references the
-    /// handle stands for, and makes this process the block's owner, so that
-    /// it survives the death of the process that sent the handle.
+    /// handle stands for, and makes this process the block's owner (one
+    /// compare-and-swap), so that it survives the death of the process that
+    /// sent the handle.
     pub fn acquire(&self, h: Handle) -> Result<Block> {
-        let (b, class, mut st) = self.check(h)?;
-        self.update_refs(h, b, |r| {
-            if r.guard() {
+        let (b, class, st) = self.check(h)?;
+        let me = self.me;
+        self.update(h, b, st, |st| {
+            if st.guard() {
                 Err(HandleFault::InUse)
-            } else if r.count() == 0 {
+            } else if st.refs() == 0 {
                 Err(HandleFault::Released)
             } else {
-                Ok(Refs::new(r.gen(), true, r.count()))
+                Ok(st.with_owner(me).with_refs(st.refs(), true))
             }
         })?;
-        self.seg.p.step(Step::Guarded);
-        let state = &self.meta(b).state;
-        loop {
-            if st.owner() == Some(self.me) {
-                break;
-            }
-            let mine = BlockState::owned(self.me, st.gen());
-            match state.compare_exchange(st, mine, AcqRel, Acquire) {
-                Ok(_) => break,
-                Err(now) if now.kind() == kind::OWNED && now.gen() == h.generation() => st = now,
-                // The sender died and a sweep took the block back.
-                Err(_) => return Err(self.invalid(h, HandleFault::Released)),
-            }
-        }
         Ok(Block {
             index: b,
             gen: h.generation(),
@@ -437,9 +471,10 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// on the handle stands for.
     pub fn unguard(&self, blk: Block) -> Result<()> {
         let h = blk.handle();
-        self.update_refs(h, blk.index, |r| {
-            if r.guard() {
-                Ok(Refs::new(r.gen(), false, r.count()))
+        let st = self.meta(blk.index).state.load(Acquire);
+        self.update(h, blk.index, st, |st| {
+            if st.guard() {
+                Ok(st.with_refs(st.refs(), false))
             } else {
                 Err(HandleFault::Released)
             }
@@ -447,50 +482,14 @@ impl<'a, P: Platform> Attached<'a, P> {
         Ok(())
     }
 
-    /// Drops the guard of `blk` together with its reference; the last
-    /// reference frees the block. Returns whether it did.
-    pub fn drop_guard(&self, blk: Block) -> Result<bool> {
-        let h = blk.handle();
-        let old = self.update_refs(h, blk.index, |r| {
-            if r.guard() && r.count() > 0 {
-                Ok(Refs::new(r.gen(), false, r.count() - 1))
-            } else {
-                Err(HandleFault::Released)
-            }
-        })?;
-        if old.count() > 1 {
-            return Ok(false);
-        }
-        self.seg.p.step(Step::Released);
-        self.free_block(blk.class, blk.index, blk.gen)?;
-        Ok(true)
-    }
-
-    /// Frees block `b` (generation `gen`) whose last reference we dropped.
-    fn free_block(&self, class: usize, b: u32, gen: u32) -> Result<()> {
+    /// Puts block `b` (generation `gen`), which we just freed into state
+    /// `CACHED` by us, where it belongs: our magazine, or a shard if an
+    /// allocator waits or the magazine is full.
+    fn recycle(&self, class: usize, b: u32, gen: u32) -> Result<()> {
         let state = &self.meta(b).state;
-        if cfg!(feature = "mutant-early-wake") && self.has_waiters(class) {
-            // Wakes before the block is available: a waiter that re-checks
-            // in between goes back to sleep and nobody wakes it again.
-            self.wake(class);
-        }
         let cached = BlockState::cached(self.me, gen);
-        let mut st = state.load(Relaxed);
-        loop {
-            if st.kind() != kind::OWNED || st.gen() != gen {
-                // The owner died and a sweep took the block back already.
-                return Ok(());
-            }
-            // SeqCst: see "Blocking" in the module documentation.
-            match state.compare_exchange(st, cached, SeqCst, Relaxed) {
-                Ok(_) => break,
-                Err(now) => st = now,
-            }
-        }
-        self.seg.p.step(Step::StateChanged);
-        let waiters = self.has_waiters(class);
         let mag = self.magazine(class);
-        if !waiters {
+        if !self.has_waiters(class) {
             if mag.push(b) {
                 return Ok(());
             }
@@ -534,17 +533,13 @@ impl<'a, P: Platform> Attached<'a, P> {
                 if !cls.contains(b) {
                     continue;
                 }
-                let st = self.meta(b).state.load(Relaxed);
-                if st.kind() != kind::CACHED || st.owner() != Some(self.me) {
+                let state = &self.meta(b).state;
+                let st = state.load(Relaxed);
+                if !self.ours(st, kind::CACHED) {
                     continue;
                 }
                 let pushing = BlockState::pushing(self.me, st.gen());
-                if self
-                    .meta(b)
-                    .state
-                    .compare_exchange(st, pushing, AcqRel, Relaxed)
-                    .is_ok()
-                {
+                if state.compare_exchange(st, pushing, AcqRel, Relaxed).is_ok() {
                     self.seg.p.step(Step::StateChanged);
                     chain[len] = b;
                     len += 1;
@@ -572,7 +567,7 @@ impl<'a, P: Platform> Attached<'a, P> {
         Ok(())
     }
 
-    /// The block state of `b` (for statistics and tests).
+    /// The state of block `b` (for statistics and tests).
     pub fn state_of(&self, b: u32) -> BlockState {
         self.meta(b).state.load(Acquire)
     }

@@ -605,14 +605,13 @@ impl<'a, P: Platform> Segment<'a, P> {
 /// Initialises the shared structures of a zeroed segment: every block in
 /// shard 0 of its class, linked in index order.
 pub fn init_segment<P: Platform>(seg: &Segment<'_, P>) {
-    use crate::block::{BlockState, Refs};
+    use crate::block::BlockState;
     use crate::freelist::{Head, NIL};
     for (ci, c) in seg.geo.classes.iter().enumerate() {
         for i in 0..c.count {
             let b = c.first + i;
             let m = &seg.metas[b as usize];
             m.state.store(BlockState::free(0, 0), Relaxed);
-            m.refs.store(Refs::new(0, false, 0), Relaxed);
             m.next
                 .store(if i + 1 < c.count { b + 1 } else { NIL }, Relaxed);
         }

@@ -37,7 +37,7 @@
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 use crate::allocator::Attached;
-use crate::block::{kind, BlockMeta, BlockState, Owner};
+use crate::block::{kind, BlockState, Owner};
 use crate::error::{Error, Result};
 use crate::freelist::{self, ShardId, MAX_CHAIN};
 use crate::platform::{Platform, Step};
@@ -63,8 +63,7 @@ pub struct ReclaimReport {
     pub blocks_per_class: Vec<u64>,
     /// Pending free-list operations completed on behalf of dead processes.
     pub operations_completed: u32,
-    /// Blocks recovered whose owner was no longer registered, or which had
-    /// no reference left.
+    /// Blocks recovered whose owner was no longer registered.
     pub orphans: u64,
 }
 
@@ -147,9 +146,7 @@ pub fn sweep<P: Platform>(att: &Attached<'_, P>, target: Target) -> Result<Recla
             recover_slot(att, i as u32, w, &mut report)?;
         }
     }
-    let orphans = take_blocks(att, &mut report, |st, m| {
-        is_orphan(att, st) || is_abandoned(st, m)
-    })?;
+    let orphans = take_blocks(att, &mut report, |st| is_orphan(att, st))?;
     report.orphans = orphans;
     if !report.is_empty() {
         for class in 0..seg.geo.classes.len() {
@@ -185,7 +182,7 @@ fn recover_slot<P: Platform>(
         gen: w.gen(),
     };
     let before = report.blocks();
-    take_blocks(att, report, |st, _| st.owner() == Some(dead))?;
+    take_blocks(att, report, |st| st.owner() == Some(dead))?;
     registry::forget_waiter(seg, i as usize, w.gen());
     // The operation record is left alone: the slot may already belong to
     // a new process (another sweeper finished first), and a claim clears it.
@@ -215,24 +212,12 @@ fn is_orphan<P: Platform>(att: &Attached<'_, P>, st: BlockState) -> bool {
     w.gen() != owner.gen || w.state() == state::FREE
 }
 
-/// Whether an allocated block has no reference left: a process died
-/// between dropping the last reference and freeing the block. (If the
-/// releaser is alive and about to free it, its compare-and-swap on the state
-/// fails once the sweep has taken the block, and it stops there.)
-fn is_abandoned<P: Platform>(st: BlockState, m: &BlockMeta<P>) -> bool {
-    if st.kind() != kind::OWNED {
-        return false;
-    }
-    let r = m.refs.load(Acquire);
-    r.gen() == st.gen() && r.count() == 0
-}
-
 /// Takes every block matching `pred` and pushes it to a free list. Returns
 /// how many it took.
 fn take_blocks<P: Platform>(
     att: &Attached<'_, P>,
     report: &mut ReclaimReport,
-    pred: impl Fn(BlockState, &BlockMeta<P>) -> bool,
+    pred: impl Fn(BlockState) -> bool,
 ) -> Result<u64> {
     let seg = &att.seg;
     let mut taken = 0;
@@ -246,7 +231,7 @@ fn take_blocks<P: Platform>(
             if !matches!(
                 st.kind(),
                 kind::OWNED | kind::CACHED | kind::PUSHING | kind::POPPED
-            ) || !pred(st, m)
+            ) || !pred(st)
             {
                 continue;
             }

@@ -200,7 +200,8 @@ fn claim<P: Platform>(
     now_ns: u64,
 ) -> Option<Owner> {
     let slot = &seg.slots[i];
-    let gen = w.gen().wrapping_add(1);
+    // Slot generations are 12 bits, as in a block's owner tag.
+    let gen = (w.gen() + 1) & crate::block::SLOT_GEN_MASK;
     let claim = SlotWord::new(state::CLAIMING, gen, who.pid);
     slot.state
         .compare_exchange(w, claim, AcqRel, Relaxed)

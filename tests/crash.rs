@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{arg, hear, role, say, within, Helper, Name};
+use common::{arg, hear, role, say, Helper, Name};
 use ssm::{Error, Handle, Pool, PoolConfig};
 
 const ENTRY: &str = "helper_entry";
@@ -177,14 +177,8 @@ fn two_sweepers_at_once_recover_each_block_once() {
     assert!(pool.reclaim_dead().unwrap().is_empty());
 }
 
-fn wait_for_waiter(name: &Name) {
-    let n = name.0.clone();
-    within(T, move || {
-        let p = Pool::open(&n).unwrap();
-        while p.stats().classes[0].waiters == 0 {
-            std::thread::yield_now();
-        }
-    });
+fn wait_for_waiter(pool: &Pool) {
+    common::wait_until(T, || pool.stats().classes[0].waiters == 1);
 }
 
 #[test]
@@ -195,7 +189,7 @@ fn a_waiter_whose_waker_died_is_woken_by_a_free_elsewhere() {
     let holder = hold(&name, 255);
     let waiter = Helper::spawn(ENTRY, "block", &[("pool", name.0.clone())]);
     assert!(waiter.recv(T).starts_with("slot"));
-    wait_for_waiter(&name);
+    wait_for_waiter(&pool);
     // The process that would have freed blocks dies without freeing.
     holder.kill();
     // Someone else frees one.
@@ -215,7 +209,7 @@ fn a_waiter_is_woken_by_the_sweep_that_recovers_a_dead_holder() {
     let holder = hold(&name, 256);
     let waiter = Helper::spawn(ENTRY, "block", &[("pool", name.0.clone())]);
     assert!(waiter.recv(T).starts_with("slot"));
-    wait_for_waiter(&name);
+    wait_for_waiter(&pool);
     holder.kill();
     let r = pool.reclaim_dead().unwrap();
     assert_eq!(r.blocks(), 256);

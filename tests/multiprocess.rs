@@ -145,15 +145,7 @@ fn a_blocked_allocation_in_one_process_is_woken_by_a_free_in_another() {
     assert_eq!(held.len(), 256);
     let waiter = Helper::spawn(ENTRY, "waiter", &[("pool", name.0.clone())]);
     assert_eq!(waiter.recv(T), "slot 1");
-    common::within(Duration::from_secs(30), {
-        let n = name.0.clone();
-        move || {
-            let p = Pool::open(&n).unwrap();
-            while p.stats().classes[0].waiters == 0 {
-                std::thread::yield_now();
-            }
-        }
-    });
+    common::wait_until(T, || pool.stats().classes[0].waiters == 1);
     // Freed into shard 0; the waiter's local shard is 1.
     let freed = held.pop().unwrap().handle();
     let got = Handle::from_raw(waiter.recv(T).parse().unwrap());

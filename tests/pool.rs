@@ -412,14 +412,8 @@ fn a_blocked_allocation_is_woken_by_a_free_in_another_shard() {
         b.handle()
     });
     // Wait until the waiter is registered (a real condition, watched).
-    within(Duration::from_secs(10), {
-        let n = name.0.clone();
-        move || {
-            let p = Pool::open(&n).unwrap();
-            while p.stats().classes[0].waiters == 0 {
-                std::thread::yield_now();
-            }
-        }
+    common::wait_until(Duration::from_secs(10), || {
+        holder.stats().classes[0].waiters == 1
     });
     assert!(!woke.load(Ordering::SeqCst));
     let mut held = held;

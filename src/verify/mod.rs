@@ -1,7 +1,9 @@
 //! Verification of the algorithm on platforms other than [`crate::platform::Os`]:
 //! simulated processes over heap memory, Shuttle's randomized schedules
-//! against a reference model, and loom's weak-memory model checking.
+//! against a reference ledger, and loom's weak-memory model checking.
 
+pub mod shuttle_os;
 pub mod sim;
 
+mod shuttle_tests;
 mod sim_tests;

@@ -175,3 +175,16 @@ pub fn within<T: Send + 'static>(
         _ => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
     }
 }
+
+/// Polls `cond` until it holds; fails the test after `timeout`. For
+/// conditions nothing signals (another process registering as a waiter).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::yield_now();
+    }
+}
