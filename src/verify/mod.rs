@@ -2,8 +2,10 @@
 //! simulated processes over heap memory, Shuttle's randomized schedules
 //! against a reference ledger, and loom's weak-memory model checking.
 
+pub mod loom_os;
 pub mod shuttle_os;
 pub mod sim;
 
+mod loom_tests;
 mod shuttle_tests;
 mod sim_tests;

@@ -169,11 +169,6 @@ impl Platform for ShuttleOs {
     }
 
     fn is_alive(&self, who: Identity) -> bool {
-        let running = self.running.lock().unwrap();
-        if who.start == 0 {
-            running.iter().any(|r| r.pid == who.pid)
-        } else {
-            running.contains(&who)
-        }
+        super::sim::runs(&self.running.lock().unwrap(), who)
     }
 }

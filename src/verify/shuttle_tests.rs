@@ -257,24 +257,32 @@ fn blocking_allocations_are_always_woken() {
     for cache in [0, 2] {
         explore(move || {
             let w = World::new(&small(cache).class(512, 1));
+            // Nobody frees anything after the waiters got their blocks, so
+            // a lost wake-up leaves a waiter asleep for ever, which Shuttle
+            // reports as a deadlock.
+            let all_served = shuttle::sync::Barrier::new(3);
             shuttle::thread::scope(|s| {
-                // A holder takes the whole small class and frees it bit by bit.
+                // A holder takes the whole class and frees two blocks.
                 s.spawn(|| {
                     let a = w.attach(1);
                     let mut held: Vec<_> = std::iter::from_fn(|| a.alloc(0, W).ok()).collect();
-                    while let Some(b) = held.pop() {
+                    for _ in 0..2 {
                         shuttle::thread::yield_now();
+                        a.drop_guard(held.pop().unwrap()).unwrap();
+                    }
+                    all_served.wait();
+                    for b in held {
                         a.drop_guard(b).unwrap();
                     }
                 });
-                // Two allocators that block without a deadline: a lost
-                // wake-up leaves one asleep for ever, which Shuttle reports.
+                // Two allocators that block without a deadline.
                 for pid in 2..=3 {
-                    let w = &w;
+                    let (w, all_served) = (&w, &all_served);
                     s.spawn(move || {
                         let a = w.attach(pid);
                         let d = w.os.deadline(None);
                         let b = a.alloc_blocking(0, W, d, None).unwrap();
+                        all_served.wait();
                         a.drop_guard(b).unwrap();
                     });
                 }

@@ -88,11 +88,16 @@ impl Platform for SimOs {
         unreachable!("simulated processes attach with an explicit identity")
     }
     fn is_alive(&self, who: Identity) -> bool {
-        let running = self.running.lock().unwrap();
-        if who.start == 0 {
-            running.iter().any(|r| r.pid == who.pid)
-        } else {
-            running.contains(&who)
-        }
+        runs(&self.running.lock().unwrap(), who)
+    }
+}
+
+/// Whether `who` is among `running`; a start time of 0 matches any process
+/// with that pid.
+pub fn runs(running: &HashSet<Identity>, who: Identity) -> bool {
+    if who.start == 0 {
+        running.iter().any(|r| r.pid == who.pid)
+    } else {
+        running.contains(&who)
     }
 }
