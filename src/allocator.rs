@@ -297,7 +297,12 @@ impl<'a, P: Platform> Attached<'a, P> {
     pub fn wake(&self, class: usize) {
         let hot = self.hot(class);
         let mut w = hot.wake_seq.load(SeqCst);
-        while w & WAITERS != 0 {
+        // Bounded: every failure means the word changed, normally because
+        // another free woke the sleepers already.
+        for _ in 0..freelist::MAX_ATTEMPTS {
+            if w & WAITERS == 0 {
+                return;
+            }
             self.seg.p.step(Step::BeforeWake);
             let next = (w & !WAITERS).wrapping_add(1) & !WAITERS;
             match hot.wake_seq.compare_exchange(w, next, SeqCst, SeqCst) {
@@ -364,7 +369,7 @@ impl<'a, P: Platform> Attached<'a, P> {
         f: impl Fn(BlockState) -> std::result::Result<BlockState, HandleFault>,
     ) -> Result<BlockState> {
         let state = &self.meta(b).state;
-        loop {
+        for _ in 0..freelist::MAX_ATTEMPTS {
             if !st.is_allocation(h.generation()) {
                 return Err(self.invalid(h, Self::fault(st, h.generation())));
             }
@@ -383,6 +388,10 @@ impl<'a, P: Platform> Attached<'a, P> {
                 Err(now) => st = now,
             }
         }
+        Err(Error::corrupted(
+            self.seg.name,
+            format!("the state of block {b} keeps changing"),
+        ))
     }
 
     /// Adds a reference to the allocation `h`.

@@ -53,6 +53,8 @@ pub mod reclaim;
 pub mod registry;
 pub mod segment;
 pub mod stats;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod verify;
 

@@ -452,6 +452,27 @@ impl Pool {
         (self.base, self.mem.geo.total_size as usize)
     }
 
+    /// Where the shared structures lie in the segment: (what, offset, bytes).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn raw_regions(&self) -> Vec<(&'static str, usize, usize)> {
+        let g = &self.mem.geo;
+        let span = |a: u64, b: u64| (a as usize, (b - a) as usize);
+        let mut v = vec![("header", 0, layout::HEADER_SIZE)];
+        for (what, a, b) in [
+            ("classes", g.off_classes, g.off_class_hot),
+            ("class hot words", g.off_class_hot, g.off_shards),
+            ("shard heads", g.off_shards, g.off_slots),
+            ("registry", g.off_slots, g.off_mags),
+            ("magazines", g.off_mags, g.off_metas),
+            ("metadata", g.off_metas, g.off_payload),
+        ] {
+            let (o, n) = span(a, b);
+            v.push((what, o, n));
+        }
+        v
+    }
+
     /// Re-validates the segment as `open` does, without attaching.
     #[cfg(feature = "testing")]
     #[doc(hidden)]

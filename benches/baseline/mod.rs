@@ -23,13 +23,26 @@
 //!   for the blocking variants.
 //!
 //! Two [`Variant`]s: the pool as shipped (priority-inheritance robust
-//! mutexes, `getpid()` system calls on every allocation) and its best case
-//! (plain robust mutexes, the pid read once per process).
+//! mutexes; two `getpid()` system calls per allocation, one to pick the
+//! local shard and one, under the shard's mutex, to record the allocator,
+//! and none per free) and its best case (plain robust mutexes, the pid read
+//! once per process).
 //!
-//! The only deliberate departure from the C layout is the empty-list marker:
-//! the C free list uses offset 0 for "empty", which makes the block at
-//! offset 0 unreachable; here the marker is `u32::MAX`, so every block can be
-//! allocated.
+//! Where this differs from the C code, and why:
+//!
+//! * The empty-list marker is `u32::MAX`. The C free list uses offset 0 for
+//!   "empty", which makes the block at offset 0 unreachable; here every
+//!   block can be allocated.
+//! * A blocking allocation re-checks the free counts under its local
+//!   shard's mutex before it waits; the C code waits unconditionally after
+//!   a failed pass, so a free landing between the pass and the wait is
+//!   missed until the deadline. A free into another shard still does not
+//!   wake the waiter, as in C.
+//! * Freeing a free block panics instead of wrapping the refcount, and an
+//!   offset outside the block area panics instead of being followed; a
+//!   benchmark that does either is broken.
+//! * The header also records the geometry, and an opener waits for a ready
+//!   flag, because the C pool's geometry is compiled in.
 #![allow(dead_code)]
 
 mod pool;
@@ -37,10 +50,13 @@ mod ring;
 mod shm;
 mod sync;
 
+// A bench uses only some of these; the others must not warn.
+#[allow(unused_imports)]
 pub use pool::{
     BaselinePool, BLOCK_HEADER_SIZE, DEFAULT_HEADSPACE, DEFAULT_SHARDS, DEFAULT_TAILSPACE,
     GSPP_CLASSES, MAX_CLASSES, PUP_CLASSES,
 };
+#[allow(unused_imports)]
 pub use ring::{BaselineRing, DEFAULT_RING_CAPACITY};
 
 use std::fmt;
@@ -56,8 +72,9 @@ pub struct Variant {
     /// Create the mutexes with `PTHREAD_PRIO_INHERIT` (every contended lock
     /// and unlock then goes through the kernel's PI futex calls).
     pub pi: bool,
-    /// Read the process id once and cache it, instead of calling the
-    /// `getpid()` system call on every allocation.
+    /// Read the process id once per process and cache it (a `fork` child
+    /// reads it again), instead of calling the `getpid()` system call on
+    /// every allocation.
     pub cache_pid: bool,
 }
 
@@ -189,7 +206,10 @@ mod test_util {
         // SAFETY: `status` is a valid out pointer; `pid` is our child.
         let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
-        assert!(libc::WIFEXITED(status), "child did not exit normally: {status:#x}");
+        assert!(
+            libc::WIFEXITED(status),
+            "child did not exit normally: {status:#x}"
+        );
         libc::WEXITSTATUS(status)
     }
 

@@ -49,7 +49,11 @@ impl Mapping {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "object too large"))?;
         // SAFETY: `c` is a NUL-terminated string that outlives the call.
         let fd = unsafe {
-            libc::shm_open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());

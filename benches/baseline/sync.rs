@@ -48,15 +48,20 @@ impl ShmMutex {
         check(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
         let a = attr.as_mut_ptr();
         let result = (|| {
-            // SAFETY (all four calls): `a` was initialised by
-            // `pthread_mutexattr_init` above and is destroyed only below;
-            // `this` is valid for writes by the caller's contract, and
-            // `ShmMutex` is a transparent wrapper of `pthread_mutex_t`.
+            // SAFETY: `a` was initialised by `pthread_mutexattr_init` above
+            // and is destroyed only below.
             check(unsafe { libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED) })?;
+            // SAFETY: as above.
             check(unsafe { libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST) })?;
             if pi {
-                check(unsafe { libc::pthread_mutexattr_setprotocol(a, libc::PTHREAD_PRIO_INHERIT) })?;
+                // SAFETY: as above.
+                check(unsafe {
+                    libc::pthread_mutexattr_setprotocol(a, libc::PTHREAD_PRIO_INHERIT)
+                })?;
             }
+            // SAFETY: `this` is valid for writes by the caller's contract,
+            // `ShmMutex` is a transparent wrapper of `pthread_mutex_t`, and
+            // `a` is an initialised attribute object.
             check(unsafe { libc::pthread_mutex_init(this.cast::<libc::pthread_mutex_t>(), a) })
         })();
         // SAFETY: `a` is an initialised attribute object, destroyed once.
@@ -99,7 +104,12 @@ impl ShmMutex {
         // SAFETY: called only by the thread that just acquired the mutex
         // with EOWNERDEAD, as `pthread_mutex_consistent` requires.
         let rc = unsafe { libc::pthread_mutex_consistent(self.0.get()) };
-        assert_eq!(rc, 0, "pthread_mutex_consistent: {}", io::Error::from_raw_os_error(rc));
+        assert_eq!(
+            rc,
+            0,
+            "pthread_mutex_consistent: {}",
+            io::Error::from_raw_os_error(rc)
+        );
     }
 
     /// The raw mutex, for the condition variable calls.
@@ -114,7 +124,12 @@ impl Drop for ShmGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: the guard exists only while this thread holds the mutex.
         let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.raw()) };
-        assert_eq!(rc, 0, "pthread_mutex_unlock: {}", io::Error::from_raw_os_error(rc));
+        assert_eq!(
+            rc,
+            0,
+            "pthread_mutex_unlock: {}",
+            io::Error::from_raw_os_error(rc)
+        );
     }
 }
 
@@ -144,12 +159,14 @@ impl ShmCond {
         check(unsafe { libc::pthread_condattr_init(attr.as_mut_ptr()) })?;
         let a = attr.as_mut_ptr();
         let result = (|| {
-            // SAFETY (all three calls): `a` was initialised above and is
-            // destroyed only below; `this` is valid for writes by the
-            // caller's contract, and `ShmCond` is a transparent wrapper of
-            // `pthread_cond_t`.
+            // SAFETY: `a` was initialised by `pthread_condattr_init` above
+            // and is destroyed only below.
             check(unsafe { libc::pthread_condattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED) })?;
+            // SAFETY: as above.
             check(unsafe { libc::pthread_condattr_setclock(a, libc::CLOCK_MONOTONIC) })?;
+            // SAFETY: `this` is valid for writes by the caller's contract,
+            // `ShmCond` is a transparent wrapper of `pthread_cond_t`, and
+            // `a` is an initialised attribute object.
             check(unsafe { libc::pthread_cond_init(this.cast::<libc::pthread_cond_t>(), a) })
         })();
         // SAFETY: `a` is an initialised attribute object, destroyed once.
@@ -162,7 +179,12 @@ impl ShmCond {
     pub(super) fn signal(&self) {
         // SAFETY: the condition variable was initialised before publication.
         let rc = unsafe { libc::pthread_cond_signal(self.0.get()) };
-        assert_eq!(rc, 0, "pthread_cond_signal: {}", io::Error::from_raw_os_error(rc));
+        assert_eq!(
+            rc,
+            0,
+            "pthread_cond_signal: {}",
+            io::Error::from_raw_os_error(rc)
+        );
     }
 
     /// Wakes every waiter.
@@ -170,7 +192,12 @@ impl ShmCond {
     pub(super) fn broadcast(&self) {
         // SAFETY: the condition variable was initialised before publication.
         let rc = unsafe { libc::pthread_cond_broadcast(self.0.get()) };
-        assert_eq!(rc, 0, "pthread_cond_broadcast: {}", io::Error::from_raw_os_error(rc));
+        assert_eq!(
+            rc,
+            0,
+            "pthread_cond_broadcast: {}",
+            io::Error::from_raw_os_error(rc)
+        );
     }
 
     /// Waits, releasing and re-acquiring the mutex held through `guard`,
@@ -193,7 +220,10 @@ impl ShmCond {
                 guard.mutex.make_consistent();
                 Wake::Woken
             }
-            _ => panic!("pthread_cond_(timed)wait: {}", io::Error::from_raw_os_error(rc)),
+            _ => panic!(
+                "pthread_cond_(timed)wait: {}",
+                io::Error::from_raw_os_error(rc)
+            ),
         }
     }
 }
@@ -267,7 +297,12 @@ fn cache_pid() -> libc::pid_t {
         // SAFETY: the handler only performs an atomic store, which is
         // async-signal-safe as a fork child handler must be.
         let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
-        assert_eq!(rc, 0, "pthread_atfork: {}", io::Error::from_raw_os_error(rc));
+        assert_eq!(
+            rc,
+            0,
+            "pthread_atfork: {}",
+            io::Error::from_raw_os_error(rc)
+        );
     });
     // SAFETY: getpid has no preconditions and cannot fail.
     let pid = unsafe { libc::getpid() };

@@ -216,6 +216,6 @@ impl Platform for LoomOs {
     }
 
     fn is_alive(&self, who: Identity) -> bool {
-        super::sim::runs(&self.running.lock().unwrap(), who)
+        crate::testing::sim::runs(&self.running.lock().unwrap(), who)
     }
 }

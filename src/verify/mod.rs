@@ -4,8 +4,8 @@
 
 pub mod loom_os;
 pub mod shuttle_os;
-pub mod sim;
 
 mod loom_tests;
+mod props;
 mod shuttle_tests;
 mod sim_tests;

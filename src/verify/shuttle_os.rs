@@ -169,6 +169,6 @@ impl Platform for ShuttleOs {
     }
 
     fn is_alive(&self, who: Identity) -> bool {
-        super::sim::runs(&self.running.lock().unwrap(), who)
+        crate::testing::sim::runs(&self.running.lock().unwrap(), who)
     }
 }

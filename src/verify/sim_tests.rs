@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::sim::{crash_after, survive, SimOs};
 use crate::allocator::{Attached, Block};
 use crate::block::{Owner, Window};
 use crate::config::PoolConfig;
@@ -17,6 +16,7 @@ use crate::error::Error;
 use crate::layout::HeapSegment;
 use crate::platform::{Identity, Platform};
 use crate::reclaim::{self, Target};
+use crate::testing::sim::{crash_after, survive, SimOs};
 use crate::{audit, registry};
 
 const W: Window = Window { head: 0, tail: 8 };
