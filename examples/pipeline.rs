@@ -1,10 +1,11 @@
-//! A multi-process packet pipeline over one shared pool.
+//! A multi-process packet pipeline over one shared pool and one ring.
 //!
-//! Producer processes allocate packets of mixed sizes, fill them and stamp
-//! a checksum into a trailer, and send the handles over a pipe; a consumer
-//! process takes each packet, verifies it and frees it. At the end the
-//! parent prints throughput and the pool's statistics, audits the pool, and
-//! exits non-zero on any checksum mismatch, loss or leak.
+//! Producer processes allocate packets of mixed sizes, fill them, stamp a
+//! checksum into the trailer and write the handles to a ring; a consumer
+//! process reads the handles, takes each packet over, verifies it and frees
+//! it. At the end the parent prints throughput and the pool's statistics,
+//! audits the pool, and exits non-zero on any checksum mismatch, loss or
+//! leak.
 //!
 //! ```text
 //! cargo run --release --example pipeline -- [--packets N] [--producers K]
@@ -15,15 +16,37 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use ssm::{Handle, Pool, PoolConfig};
+use ssm::{Handle, Pool, PoolConfig, Ring, RingConfig};
 
 const SIZES: [usize; 6] = [64, 200, 576, 1400, 4000, 9000];
+const T: Option<Duration> = Some(Duration::from_secs(30));
 
-fn checksum(data: &[u8]) -> u32 {
-    // FNV-1a: cheap and order-sensitive.
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+/// A checksum over 8-byte words (and the tail bytes): cheap enough not to
+/// hide the pool's and the ring's cost, and sensitive to any changed byte.
+fn checksum(data: &[u8]) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(0x0100_0000_01B3);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+fn fill(data: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    let mut words = data.chunks_exact_mut(8);
+    for w in &mut words {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    for b in words.into_remainder() {
+        *b = x as u8;
+    }
 }
 
 fn pipe() -> (std::fs::File, std::fs::File) {
@@ -48,47 +71,49 @@ fn fork() -> i32 {
     pid
 }
 
-fn producer(name: &str, id: u64, packets: u64, mut out: std::fs::File) -> i32 {
-    let pool = Pool::open(name).expect("producer: open pool");
-    let mut batch = Vec::with_capacity(64 * 8);
+fn producer(pool_name: &str, ring_name: &str, id: u64, packets: u64) -> i32 {
+    let pool = Pool::open(pool_name).expect("producer: open pool");
+    let ring = Ring::open(ring_name).expect("producer: open ring");
     for i in 0..packets {
         let len = SIZES[((i + id) % SIZES.len() as u64) as usize];
-        let mut p = pool
-            .alloc_timeout(len, Some(Duration::from_secs(30)))
-            .expect("producer: allocate");
-        let seed = (id << 40) ^ i;
-        for (j, b) in p.iter_mut().enumerate() {
-            *b = (seed as usize).wrapping_add(j * 7) as u8;
-        }
+        let mut p = pool.alloc_timeout(len, T).expect("producer: allocate");
+        fill(&mut p, (id << 40) ^ i);
         let sum = checksum(&p);
-        p.push_tail(4)
+        p.push_tail(8)
             .expect("tailspace")
             .copy_from_slice(&sum.to_le_bytes());
-        batch.extend_from_slice(&p.into_handle().into_raw().to_le_bytes());
-        if batch.len() == batch.capacity() || i + 1 == packets {
-            out.write_all(&batch).expect("producer: write pipe");
-            batch.clear();
-        }
+        ring.write_timeout(p.into_handle(), T)
+            .expect("producer: write ring");
     }
-    // Stay attached until the consumer has taken the last packets over.
-    drop(out);
+    // Stay attached until the consumer has taken every packet over.
+    ring.fini(T).expect("producer: ring drained");
     0
 }
 
-fn consumer(name: &str, mut input: std::fs::File, report: std::fs::File) -> i32 {
-    let pool = Pool::open(name).expect("consumer: open pool");
+fn consumer(pool_name: &str, ring_name: &str, expected: u64, mut report: std::fs::File) -> i32 {
+    let pool = Pool::open(pool_name).expect("consumer: open pool");
+    let ring = Ring::open(ring_name).expect("consumer: open ring");
     let (mut packets, mut bytes, mut bad) = (0u64, 0u64, 0u64);
-    let mut buf = vec![0u8; 8 * 512];
-    let mut have = 0;
-    loop {
-        let n = input.read(&mut buf[have..]).expect("consumer: read pipe");
-        if n == 0 {
-            break;
-        }
-        have += n;
-        let whole = have / 8 * 8;
-        for chunk in buf[..whole].chunks_exact(8) {
-            let h = Handle::from_raw(u64::from_le_bytes(chunk.try_into().unwrap()));
+    let mut batch = [Handle::from_raw(0); 64];
+    while packets + bad < expected {
+        let n = match ring.read_batch(&mut batch) {
+            Ok(0) => match ring.read_timeout(T) {
+                Ok(h) => {
+                    batch[0] = h;
+                    1
+                }
+                Err(e) => {
+                    eprintln!("consumer: {e}");
+                    break;
+                }
+            },
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("consumer: {e}");
+                break;
+            }
+        };
+        for &h in &batch[..n] {
             let mut p = match pool.get(h) {
                 Ok(p) => p,
                 Err(e) => {
@@ -97,11 +122,11 @@ fn consumer(name: &str, mut input: std::fs::File, report: std::fs::File) -> i32 
                     continue;
                 }
             };
-            let Some(data_len) = p.len().checked_sub(4) else {
+            let Some(data_len) = p.len().checked_sub(8) else {
                 bad += 1;
                 continue;
             };
-            let want = u32::from_le_bytes(p[data_len..].try_into().unwrap());
+            let want = u64::from_le_bytes(p[data_len..].try_into().unwrap());
             p.truncate(data_len).unwrap();
             if checksum(&p) != want {
                 bad += 1;
@@ -109,16 +134,13 @@ fn consumer(name: &str, mut input: std::fs::File, report: std::fs::File) -> i32 
             packets += 1;
             bytes += data_len as u64;
         }
-        buf.copy_within(whole..have, 0);
-        have -= whole;
     }
-    let mut report = report;
     writeln!(report, "{packets} {bytes} {bad}").unwrap();
     0
 }
 
 fn main() {
-    let mut packets = 200_000u64;
+    let mut packets = 1_000_000u64;
     let mut producers = 2u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -133,36 +155,40 @@ fn main() {
             _ => usage(),
         }
     }
-    let name = format!("/ssm-pipeline-{}", std::process::id());
+    if producers == 0 {
+        usage();
+    }
+    let pool_name = format!("/ssm-pipeline-{}.pool", std::process::id());
+    let ring_name = format!("/ssm-pipeline-{}.ring", std::process::id());
     let cfg = PoolConfig::new()
         .class(512, 4096)
         .class(2048, 2048)
-        .class(16 << 10, 512)
+        .class(16 << 10, 1024)
         .headspace(128)
         .tailspace(32)
         .max_processes(16);
-    let pool = Pool::create(&name, &cfg).unwrap_or_else(|e| {
+    let fail = |e: ssm::Error| -> ! {
         eprintln!("{e}");
         exit(2)
-    });
-    let (rx, tx) = pipe();
+    };
+    let pool = Pool::create(&pool_name, &cfg).unwrap_or_else(|e| fail(e));
+    let ring =
+        Ring::create(&ring_name, &RingConfig::new().capacity(4096)).unwrap_or_else(|e| fail(e));
     let (report_rx, report_tx) = pipe();
+    let sent = packets / producers * producers;
     let start = Instant::now();
     let mut children = Vec::new();
+    match fork() {
+        0 => exit(consumer(&pool_name, &ring_name, sent, report_tx)),
+        pid => children.push(pid),
+    }
+    drop(report_tx);
     for id in 0..producers {
-        let tx = tx.try_clone().unwrap();
         match fork() {
-            0 => exit(producer(&name, id, packets / producers, tx)),
+            0 => exit(producer(&pool_name, &ring_name, id, packets / producers)),
             pid => children.push(pid),
         }
     }
-    drop(tx);
-    match fork() {
-        0 => exit(consumer(&name, rx, report_tx)),
-        pid => children.push(pid),
-    }
-    drop(rx);
-    drop(report_tx);
     let mut failed = false;
     for pid in children {
         let mut status = 0;
@@ -183,23 +209,24 @@ fn main() {
         [a, b, c] => (a, b, c),
         _ => (0, 0, u64::MAX),
     };
-    let sent = packets / producers * producers;
     let secs = elapsed.as_secs_f64();
     println!(
-        "{got} packets ({:.1} MB) in {secs:.3} s: {:.2} M packets/s, {:.2} GB/s, {producers} producer(s), 1 consumer",
+        "{got} packets ({:.1} MB) in {secs:.3} s: {:.2} M packets/s, {:.2} GB/s; {producers} producer process(es), 1 consumer process, one ring",
         bytes as f64 / 1e6,
         got as f64 / secs / 1e6,
         bytes as f64 / secs / 1e9
     );
-    let reclaimed = pool.reclaim_dead().expect("reclaim");
+    let reclaimed = pool.reclaim_dead().unwrap_or_else(|e| fail(e));
     let stats = pool.stats();
     print!("{stats}");
     let audit = pool.audit();
     let leaked = stats.allocated();
+    let queued = ring.queued();
     let _ = pool.destroy();
-    let ok = !failed && bad == 0 && got == sent && leaked == 0 && audit.is_ok();
+    let _ = ring.destroy();
+    let ok = !failed && bad == 0 && got == sent && leaked == 0 && queued == 0 && audit.is_ok();
     println!(
-        "checksum errors={bad} lost={} leaked={leaked} reclaimed={} audit={}",
+        "checksum errors={bad} lost={} leaked={leaked} left in ring={queued} reclaimed={} audit={}",
         sent.saturating_sub(got),
         reclaimed.blocks(),
         if audit.is_ok() { "ok" } else { "FAILED" }

@@ -30,19 +30,12 @@
 //!
 //! # Blocking
 //!
-//! A class has one futex word: bit 31 ([`WAITERS`]) says an allocator may
-//! be asleep on it, the other bits count wake-ups. A blocked allocator sets
-//! the bit (fetch-or, which also reads the word), tries once more, and sleeps
-//! on the word unless it changed. A free reads the word after its block
-//! became available; if the bit is set it clears the bit, bumps the count
-//! and wakes every sleeper, which retry and set the bit again before they
-//! sleep again. The waiters' fetch-or and re-check, and the free's
-//! compare-and-swap that makes the block available and its read of the
-//! word, are all sequentially consistent, so either the free sees the bit
-//! or the waiter's re-check sees the block: no wake-up is lost. A sleeper
-//! killed in its sleep leaves the bit set, which costs the next free one
-//! needless wake-up and then clears itself; waking all sleepers rather than
-//! one means a sleeper killed after its wake-up cannot swallow it.
+//! A class has one futex word with a waiters bit ([`crate::wake`]). A
+//! blocked allocator announces itself, tries once more, and sleeps. A free
+//! wakes the sleepers after its block became available: the compare-and-swap
+//! that makes a block available (the state word for a cached block, the
+//! shard head for a pushed one) and the re-check's loads of head words and
+//! block states are sequentially consistent, so no wake-up is lost.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::time::Duration;
@@ -55,8 +48,7 @@ use crate::layout::{ClassHot, Segment};
 use crate::magazine::Magazine;
 use crate::platform::{Atomic32, Platform, Step};
 
-/// Bit 31 of a class's wake word: an allocator may be asleep on it.
-pub const WAITERS: u32 = 1 << 31;
+pub use crate::wake::WAITERS;
 
 /// A process attached to a segment: the view and its registry slot.
 pub struct Attached<'a, P: Platform> {
@@ -278,7 +270,7 @@ impl<'a, P: Platform> Attached<'a, P> {
             slot.waiting
                 .store(crate::registry::waiting_word(self.me.gen, class), Relaxed);
             // SeqCst: see "Blocking" in the module documentation.
-            let seen = hot.wake_seq.fetch_or(WAITERS, SeqCst) | WAITERS;
+            let seen = crate::wake::announce::<P>(&hot.wake_seq);
             self.seg.p.step(Step::Registered);
             let again = self.alloc(class, window);
             if !matches!(again, Err(Error::Exhausted { .. })) {
@@ -294,32 +286,15 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// Wakes every allocator blocked on `class`, if the waiters bit says
     /// there may be one. Called after a block of the class became available
     /// (with a sequentially consistent operation).
+    #[inline]
     pub fn wake(&self, class: usize) {
-        let hot = self.hot(class);
-        let mut w = hot.wake_seq.load(SeqCst);
-        // Bounded: every failure means the word changed, normally because
-        // another free woke the sleepers already.
-        for _ in 0..freelist::MAX_ATTEMPTS {
-            if w & WAITERS == 0 {
-                return;
-            }
-            self.seg.p.step(Step::BeforeWake);
-            let next = (w & !WAITERS).wrapping_add(1) & !WAITERS;
-            match hot.wake_seq.compare_exchange(w, next, SeqCst, SeqCst) {
-                Ok(_) => {
-                    self.seg.p.wake_all(&hot.wake_seq);
-                    return;
-                }
-                Err(now) => w = now,
-            }
-        }
+        crate::wake::wake(self.seg.p, &self.hot(class).wake_seq);
     }
 
     /// Whether an allocator may be blocked on `class`.
     #[inline]
     fn has_waiters(&self, class: usize) -> bool {
-        // SeqCst: see "Blocking" in the module documentation.
-        self.hot(class).wake_seq.load(SeqCst) & WAITERS != 0
+        crate::wake::has_waiters::<P>(&self.hot(class).wake_seq)
     }
 
     /// Checks a handle's bounds and returns its block and class.

@@ -51,12 +51,14 @@ pub mod platform;
 pub mod pool;
 pub mod reclaim;
 pub mod registry;
+pub mod ring;
 pub mod segment;
 pub mod stats;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod verify;
+pub mod wake;
 
 pub use audit::{AuditReport, ClassAudit};
 pub use config::{PoolConfig, SizeClass};
@@ -66,4 +68,5 @@ pub use packet::PacketBuf;
 pub use platform::Identity;
 pub use pool::Pool;
 pub use reclaim::{ReclaimReport, RecoveredProcess};
+pub use ring::{Access, Ring, RingConfig};
 pub use stats::{ClassStats, ProcessState, ProcessStats, Stats};

@@ -172,6 +172,10 @@ pub enum Step {
     BeforeWake,
     /// A sweep claimed a block and has not pushed it yet.
     Sweeping,
+    /// A ring slot is reserved, its value not yet published.
+    Reserved,
+    /// A ring value was read, its slot not yet freed.
+    Consumed,
 }
 
 /// The environment the algorithm runs in.
@@ -187,6 +191,8 @@ pub trait Platform: Send + Sync + 'static {
     fn deadline(&self, timeout: Option<Duration>) -> Self::Deadline;
     /// Whether `deadline` has passed.
     fn expired(&self, deadline: Self::Deadline) -> bool;
+    /// The earlier of two deadlines.
+    fn sooner(&self, a: Self::Deadline, b: Self::Deadline) -> Self::Deadline;
     /// Sleeps while `word` holds `expected`, until woken by
     /// [`Platform::wake_all`] on the same word or until `deadline`. May
     /// return early for any reason; callers re-check their condition.
@@ -302,6 +308,15 @@ impl Platform for Os {
     #[inline]
     fn expired(&self, deadline: Option<Instant>) -> bool {
         deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    #[inline]
+    fn sooner(&self, a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
     }
 
     fn wait(&self, word: &OsU32, expected: u32, deadline: Option<Instant>) {

@@ -63,6 +63,10 @@ impl Platform for SimOs {
     fn expired(&self, d: Option<Instant>) -> bool {
         crate::platform::Os.expired(d)
     }
+    fn sooner(&self, a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+        crate::platform::Os.sooner(a, b)
+    }
+
     fn wait(&self, word: &OsU32, expected: u32, d: Option<Instant>) {
         crate::platform::Os.wait(word, expected, d)
     }

@@ -187,6 +187,8 @@ impl Platform for LoomOs {
         false
     }
 
+    fn sooner(&self, _a: (), _b: ()) {}
+
     fn wait(&self, word: &LU32, expected: u32, _d: ()) {
         let guard = self.futex.lock().unwrap();
         if word.0.load(Relaxed) != expected {

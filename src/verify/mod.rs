@@ -7,5 +7,6 @@ pub mod shuttle_os;
 
 mod loom_tests;
 mod props;
+mod ring_tests;
 mod shuttle_tests;
 mod sim_tests;

@@ -131,6 +131,14 @@ impl Platform for ShuttleOs {
         d.is_some_and(|d| self.clock.load(Ordering::SeqCst) >= d)
     }
 
+    fn sooner(&self, a: Option<u64>, b: Option<u64>) -> Option<u64> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
     fn wait(&self, word: &SU32, expected: u32, d: Option<u64>) {
         if d.is_some() {
             // A timed sleep: let others run, then time passes.
