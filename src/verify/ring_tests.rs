@@ -3,44 +3,14 @@
 //! and under simulated processes for the exact crash windows.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use shuttle::scheduler::{PctScheduler, RandomScheduler};
-use shuttle::{Config, Runner};
-
-use super::shuttle_os::{may_die, ShuttleOs};
+use super::shuttle_os::{explore, may_die, ShuttleOs};
 use crate::error::Error;
 use crate::platform::{Identity, Platform, Step};
 use crate::ring::layout::HeapRing;
 use crate::ring::queue::{access, Read};
 use crate::testing::sim::{crash_after, survive, SimOs};
-
-fn iterations() -> usize {
-    std::env::var("SSM_SHUTTLE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150)
-}
-
-fn explore(test: impl Fn() + Send + Sync + 'static) {
-    let test = Arc::new(test);
-    if let Ok(schedule) = std::env::var("SSM_SHUTTLE_REPLAY") {
-        let t = test.clone();
-        shuttle::replay(move || t(), &schedule);
-        return;
-    }
-    let mut config = Config::new();
-    config.silence_warnings = true;
-    let t = test.clone();
-    Runner::new(
-        RandomScheduler::new_from_seed(0x21A6, iterations()),
-        config.clone(),
-    )
-    .run(move || t());
-    let t = test.clone();
-    Runner::new(PctScheduler::new_from_seed(0x21A6, 3, iterations()), config).run(move || t());
-}
 
 fn value(writer: u32, seq: u32) -> u64 {
     (u64::from(writer) << 32) | u64::from(seq)

@@ -7,9 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use shuttle::rand::Rng;
+use shuttle::scheduler::{PctScheduler, RandomScheduler};
 use shuttle::sync::atomic::{AtomicU32, AtomicU64};
 use shuttle::sync::{Condvar, Mutex};
+use shuttle::{Config, Runner};
 
 use crate::platform::{Atomic32, Atomic64, Identity, Platform, Step};
 
@@ -179,4 +183,41 @@ impl Platform for ShuttleOs {
     fn is_alive(&self, who: Identity) -> bool {
         crate::testing::sim::runs(&self.running.lock().unwrap(), who)
     }
+}
+
+/// Schedules per scheduler and test: `SSM_SHUTTLE_ITERATIONS` (default 150).
+pub fn iterations() -> usize {
+    std::env::var("SSM_SHUTTLE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150)
+}
+
+/// The schedulers' seed: `SSM_SHUTTLE_SEED` (default fixed).
+pub fn seed() -> u64 {
+    std::env::var("SSM_SHUTTLE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED)
+}
+
+/// Runs `test` under the random scheduler and the PCT scheduler, or replays
+/// a schedule given in `SSM_SHUTTLE_REPLAY`.
+pub fn explore(test: impl Fn() + Send + Sync + 'static) {
+    let test = Arc::new(test);
+    if let Ok(schedule) = std::env::var("SSM_SHUTTLE_REPLAY") {
+        let t = test.clone();
+        shuttle::replay(move || t(), &schedule);
+        return;
+    }
+    let mut config = Config::new();
+    config.silence_warnings = true;
+    let t = test.clone();
+    Runner::new(
+        RandomScheduler::new_from_seed(seed(), iterations()),
+        config.clone(),
+    )
+    .run(move || t());
+    let t = test.clone();
+    Runner::new(PctScheduler::new_from_seed(seed(), 3, iterations()), config).run(move || t());
 }

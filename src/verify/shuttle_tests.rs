@@ -16,15 +16,12 @@
 //! `SSM_SHUTTLE_REPLAY='<schedule>' cargo test --lib <test name>`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use shuttle::rand::Rng;
-use shuttle::scheduler::{PctScheduler, RandomScheduler};
 use shuttle::sync::Mutex;
-use shuttle::{Config, Runner};
 
-use super::shuttle_os::{may_die, ShuttleOs};
+use super::shuttle_os::{explore, may_die, ShuttleOs};
 use crate::allocator::{Attached, Block};
 use crate::block::Window;
 use crate::config::PoolConfig;
@@ -36,41 +33,6 @@ use crate::reclaim::{self, Target};
 use crate::{audit, registry};
 
 const W: Window = Window { head: 0, tail: 8 };
-
-fn iterations() -> usize {
-    std::env::var("SSM_SHUTTLE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150)
-}
-
-fn seed() -> u64 {
-    std::env::var("SSM_SHUTTLE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5EED)
-}
-
-/// Runs `test` under the random scheduler and the PCT scheduler, or replays
-/// a schedule given in `SSM_SHUTTLE_REPLAY`.
-fn explore(test: impl Fn() + Send + Sync + 'static) {
-    let test = Arc::new(test);
-    if let Ok(schedule) = std::env::var("SSM_SHUTTLE_REPLAY") {
-        let t = test.clone();
-        shuttle::replay(move || t(), &schedule);
-        return;
-    }
-    let mut config = Config::new();
-    config.silence_warnings = true;
-    let t = test.clone();
-    Runner::new(
-        RandomScheduler::new_from_seed(seed(), iterations()),
-        config.clone(),
-    )
-    .run(move || t());
-    let t = test.clone();
-    Runner::new(PctScheduler::new_from_seed(seed(), 3, iterations()), config).run(move || t());
-}
 
 /// Who holds which block, and the last generation each block was handed
 /// out with.
