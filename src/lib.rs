@@ -44,6 +44,7 @@ pub mod error;
 pub mod freelist;
 pub mod futex;
 pub mod handle;
+pub mod inspect;
 pub mod layout;
 pub mod magazine;
 pub mod packet;

@@ -632,3 +632,28 @@ fn errors_name_the_pool_and_say_what_to_do() {
     let e = Pool::private(&PoolConfig::new()).unwrap_err();
     assert!(e.to_string().contains("no size classes"), "{e}");
 }
+
+#[test]
+fn a_pool_can_be_inspected_read_only_without_registering() {
+    use ssm::inspect::{self, Kind, PoolView};
+    let name = Name::new("inspect");
+    let pool = Pool::create(&name, &small()).unwrap();
+    let _p = pool.alloc(10).unwrap();
+    let before = std::fs::read(format!("/dev/shm{}", &*name)).unwrap();
+    let view = PoolView::open(&name).unwrap();
+    let s = view.stats();
+    assert_eq!(s.allocated(), 1);
+    assert_eq!(s.processes.len(), 1, "the inspector did not register");
+    view.audit().unwrap();
+    assert_eq!(view.config(), small());
+    assert_eq!(view.creator(), (std::process::id(), true));
+    assert_eq!(view.info().kind, Kind::Pool);
+    assert_eq!(view.info().mode, 0o600);
+    let after = std::fs::read(format!("/dev/shm{}", &*name)).unwrap();
+    assert!(before == after, "inspecting changed the segment");
+    assert!(inspect::list().unwrap().iter().any(|o| o.name == name.0 && o.kind == Kind::Pool));
+    let foreign = Name::new("not-ours");
+    std::fs::write(format!("/dev/shm{}", &*foreign), b"hello").unwrap();
+    assert_eq!(inspect::identify(&foreign).unwrap().kind, Kind::Foreign);
+    assert!(matches!(PoolView::open(&foreign), Err(Error::LayoutMismatch { .. })));
+}

@@ -1,0 +1,3 @@
+//! Side-by-side multi-process benchmark against the mutex design.
+
+fn main() {}

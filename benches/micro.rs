@@ -1,0 +1,3 @@
+//! Micro-benchmarks (criterion).
+
+fn main() {}
