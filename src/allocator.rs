@@ -162,7 +162,27 @@ impl<'a, P: Platform> Attached<'a, P> {
     }
 
     /// Allocates a block of `class` without blocking.
+    #[inline]
     pub fn alloc(&self, class: usize, window: Window) -> Result<Block> {
+        // The common case: the newest entry of our magazine.
+        if let Some(b) = self.magazine(class).pop() {
+            self.seg.p.step(Step::MagazineTaken);
+            if self.seg.geo.classes[class].contains(b) {
+                let st = self.meta(b).state.load(Relaxed);
+                if self.ours(st, kind::CACHED) {
+                    if let Some(blk) = self.take(b, st, class, window) {
+                        return Ok(blk);
+                    }
+                }
+            }
+        }
+        self.alloc_slow(class, window)
+    }
+
+    /// The rest of [`Attached::alloc`]: stale magazine entries, a refill
+    /// from the shards, taking a block another process caches.
+    #[inline(never)]
+    fn alloc_slow(&self, class: usize, window: Window) -> Result<Block> {
         let mag = self.magazine(class);
         let cls = &self.seg.geo.classes[class];
         while let Some(b) = mag.pop() {
@@ -245,14 +265,19 @@ impl<'a, P: Platform> Attached<'a, P> {
     }
 
     /// Allocates a block of `class`, sleeping while the class is exhausted,
-    /// until `deadline` (`timeout` is only reported in the error).
+    /// for at most `timeout` (`None`: no limit).
     pub fn alloc_blocking(
         &self,
         class: usize,
         window: Window,
-        deadline: P::Deadline,
         timeout: Option<Duration>,
     ) -> Result<Block> {
+        match self.alloc(class, window) {
+            Err(Error::Exhausted { .. }) => {}
+            other => return other,
+        }
+        // The clock is read only once waiting may be needed.
+        let deadline = self.seg.p.deadline(timeout);
         let hot = self.hot(class);
         let slot = &self.seg.slots[self.me.slot as usize];
         loop {
@@ -424,7 +449,21 @@ impl<'a, P: Platform> Attached<'a, P> {
 
     /// Drops the guard of `blk` together with its reference; the last
     /// reference frees the block. Returns whether it did.
+    #[inline]
     pub fn drop_guard(&self, blk: Block) -> Result<bool> {
+        // The common case in one compare-and-swap: our own allocation,
+        // whose only reference the guard holds.
+        let state = &self.meta(blk.index).state;
+        let fresh = BlockState::owned(self.me, blk.gen);
+        if !cfg!(feature = "mutant-early-wake")
+            && state
+                .compare_exchange(fresh, BlockState::cached(self.me, blk.gen), SeqCst, Relaxed)
+                .is_ok()
+        {
+            self.seg.p.step(Step::Released);
+            self.recycle(blk.class, blk.index, blk.gen)?;
+            return Ok(true);
+        }
         self.drop_ref(blk.handle(), Which::Guard)
     }
 
@@ -469,7 +508,17 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// Puts block `b` (generation `gen`), which we just freed into state
     /// `CACHED` by us, where it belongs: our magazine, or a shard if an
     /// allocator waits or the magazine is full.
+    #[inline]
     fn recycle(&self, class: usize, b: u32, gen: u32) -> Result<()> {
+        if !self.has_waiters(class) && self.magazine(class).push(b) {
+            return Ok(());
+        }
+        self.recycle_slow(class, b, gen)
+    }
+
+    /// The rest of [`Attached::recycle`].
+    #[inline(never)]
+    fn recycle_slow(&self, class: usize, b: u32, gen: u32) -> Result<()> {
         let state = &self.meta(b).state;
         let cached = BlockState::cached(self.me, gen);
         let mag = self.magazine(class);

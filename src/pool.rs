@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::allocator::{Attached, Block};
 use crate::audit::{self, AuditReport};
-use crate::block::{kind, Owner, Window};
+use crate::block::{kind, Window};
 use crate::config::PoolConfig;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -84,8 +84,7 @@ struct Memory {
 /// # Ok::<(), ssm::Error>(())
 /// ```
 pub struct Pool {
-    seg: Segment<'static, Os>,
-    me: Owner,
+    att: Attached<'static, Os>,
     fork_gen: u64,
     creator: Identity,
     is_creator: bool,
@@ -219,8 +218,7 @@ impl Pool {
             start: hdr.creator_start.load(Relaxed),
         };
         let pool = Pool {
-            seg,
-            me,
+            att: Attached { seg, me },
             fork_gen: fork_generation(),
             creator,
             is_creator: false,
@@ -258,22 +256,24 @@ impl Pool {
     }
 
     #[inline]
-    fn att(&self) -> Result<Attached<'_, Os>> {
+    fn att(&self) -> Result<&Attached<'_, Os>> {
         if self.fork_gen != FORK_GENERATION.load(Ordering::Relaxed) {
-            return Err(Error::Forked {
-                name: self.mem.name.clone(),
-            });
+            return Err(self.forked());
         }
-        Ok(Attached {
-            seg: self.seg,
-            me: self.me,
-        })
+        Ok(&self.att)
+    }
+
+    #[cold]
+    fn forked(&self) -> Error {
+        Error::Forked {
+            name: self.mem.name.clone(),
+        }
     }
 
     /// The typed view of the segment.
     #[inline]
     pub(crate) fn segment(&self) -> &Segment<'_, Os> {
-        &self.seg
+        &self.att.seg
     }
 
     /// The pool's name.
@@ -301,7 +301,7 @@ impl Pool {
 
     /// This handle's registry slot.
     pub fn slot(&self) -> u32 {
-        self.me.slot
+        self.att.me.slot
     }
 
     /// The pid of the process that created the pool.
@@ -349,8 +349,7 @@ impl Pool {
         let att = self.att()?;
         let class = self.class_for(len)?;
         let w = self.window(len);
-        let deadline = Os.deadline(timeout);
-        let blk = att.alloc_blocking(class, w, deadline, timeout)?;
+        let blk = att.alloc_blocking(class, w, timeout)?;
         Ok(PacketBuf::new(self, blk, w))
     }
 
@@ -365,7 +364,7 @@ impl Pool {
     pub fn get(&self, handle: Handle) -> Result<PacketBuf<'_>> {
         let att = self.att()?;
         let blk = att.acquire(handle)?;
-        let w = self.seg.metas[blk.index as usize].window.load(Acquire);
+        let w = self.att.seg.metas[blk.index as usize].window.load(Acquire);
         let size = self.mem.geo.classes[blk.class].size;
         if w.head > w.tail || w.tail > size {
             // Give the reference back as a handle reference.
@@ -395,14 +394,14 @@ impl Pool {
     /// A snapshot of free, cached and allocated blocks per class, shard and
     /// process.
     pub fn stats(&self) -> Stats {
-        stats::collect(&self.seg)
+        stats::collect(&self.att.seg)
     }
 
     /// Proves conservation: every block free on exactly one list, held by
     /// a registered process, or in a recorded pending operation. Returns the
     /// counts, or [`Error::Corrupted`] naming the first inconsistency.
     pub fn audit(&self) -> Result<AuditReport> {
-        audit::audit(&self.seg)
+        audit::audit(&self.att.seg)
     }
 
     /// Recovers everything held or left half done by processes that are
@@ -410,13 +409,13 @@ impl Pool {
     /// blocked allocators. Safe while other processes run, and with other
     /// sweeps at the same time.
     pub fn reclaim_dead(&self) -> Result<ReclaimReport> {
-        reclaim::sweep(&self.att()?, Target::Dead)
+        reclaim::sweep(self.att()?, Target::Dead)
     }
 
     /// Like [`Pool::reclaim_dead`] for the process `pid` only; fails with
     /// [`Error::ProcessAlive`] if it still runs.
     pub fn reclaim(&self, pid: u32) -> Result<ReclaimReport> {
-        reclaim::sweep(&self.att()?, Target::Pid(pid))
+        reclaim::sweep(self.att()?, Target::Pid(pid))
     }
 
     /// Returns this handle's cached blocks to the shared free lists.
@@ -440,7 +439,7 @@ impl Pool {
     }
 
     #[inline]
-    pub(crate) fn attached(&self) -> Result<Attached<'_, Os>> {
+    pub(crate) fn attached(&self) -> Result<&Attached<'_, Os>> {
         self.att()
     }
 
@@ -489,17 +488,13 @@ impl Drop for Pool {
             // Inherited across fork: the slot is the parent's.
             return;
         }
-        let att = Attached {
-            seg: self.seg,
-            me: self.me,
-        };
-        let _ = att.flush_all();
-        let holds_blocks = self.seg.metas.iter().any(|m| {
+        let _ = self.att.flush_all();
+        let holds_blocks = self.att.seg.metas.iter().any(|m| {
             let st = m.state.load(Relaxed);
-            st.owner() == Some(self.me) && st.kind() != kind::FREE
+            st.owner() == Some(self.att.me) && st.kind() != kind::FREE
         });
         if !holds_blocks {
-            registry::detach(&self.seg, self.me);
+            registry::detach(&self.att.seg, self.att.me);
         }
     }
 }
@@ -508,7 +503,7 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("name", &self.mem.name)
-            .field("slot", &self.me.slot)
+            .field("slot", &self.att.me.slot)
             .field("classes", &self.mem.geo.classes.len())
             .field("blocks", &self.mem.geo.nblocks)
             .field("bytes", &self.mem.geo.total_size)

@@ -377,8 +377,7 @@ impl Ring {
     /// `timeout` (`None`: no limit).
     pub fn write_timeout(&self, h: Handle, timeout: Option<Duration>) -> Result<()> {
         let w = self.writer()?;
-        self.view()?
-            .write(w, h.into_raw(), Os.deadline(timeout), timeout)
+        self.view()?.write(w, h.into_raw(), timeout)
     }
 
     /// Reads a handle without blocking ([`Error::Empty`] when empty;
@@ -392,7 +391,7 @@ impl Ring {
     /// `timeout` (`None`: no limit).
     pub fn read_timeout(&self, timeout: Option<Duration>) -> Result<Handle> {
         self.become_reader()?;
-        let v = self.view()?.read(Os.deadline(timeout), timeout)?;
+        let v = self.view()?.read(timeout)?;
         Ok(Handle::from_raw(v))
     }
 
@@ -416,7 +415,7 @@ impl Ring {
     /// Waits until everything queued has been read, for at most `timeout`
     /// (the C design's `fini`).
     pub fn fini(&self, timeout: Option<Duration>) -> Result<()> {
-        self.view()?.drained(Os.deadline(timeout), timeout)
+        self.view()?.drained(timeout)
     }
 
     /// If the ring's reader is gone, takes the reader role and releases

@@ -189,6 +189,8 @@ pub enum Read {
 const MAX_ATTEMPTS: u32 = 1 << 20;
 /// How long a reader sleeps at a time while a write is in progress.
 const IN_PROGRESS_SLICE: Duration = Duration::from_millis(5);
+/// Short spins before a blocking read or write sleeps (a few microseconds).
+const SPINS: u32 = 16;
 
 impl<'a, P: Platform> RingView<'a, P> {
     #[inline]
@@ -486,9 +488,25 @@ impl<'a, P: Platform> RingView<'a, P> {
         Err(self.corrupted("the reader skipped too many positions".into()))
     }
 
-    /// Reads a value, sleeping while the ring is empty, until `deadline`.
-    /// Fails with `FlowDown`/`PeerGone` once such a ring is drained.
-    pub fn read(&self, deadline: P::Deadline, timeout: Option<Duration>) -> Result<u64> {
+    /// Reads a value, sleeping while the ring is empty, for at most
+    /// `timeout` (`None`: no limit). Fails with `FlowDown`/`PeerGone` once
+    /// such a ring is drained.
+    pub fn read(&self, timeout: Option<Duration>) -> Result<u64> {
+        if let Read::Value(v) = self.try_read()? {
+            return Ok(v);
+        }
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return self.read_now_or_fail(timeout);
+        }
+        // A writer is often just about to publish: spin a little before
+        // paying for a sleep and a wake-up.
+        for _ in 0..SPINS {
+            self.p.relax(4);
+            if let Read::Value(v) = self.try_read()? {
+                return Ok(v);
+            }
+        }
+        let deadline = self.p.deadline(timeout);
         loop {
             match self.try_read()? {
                 Read::Value(v) => return Ok(v),
@@ -522,6 +540,21 @@ impl<'a, P: Platform> RingView<'a, P> {
         }
     }
 
+    /// A non-blocking read that found nothing: the right error.
+    fn read_now_or_fail(&self, timeout: Option<Duration>) -> Result<u64> {
+        match self.try_read()? {
+            Read::Value(v) => Ok(v),
+            _ => {
+                let mode = self.mode();
+                if mode == access::FLOW_DOWN || mode == access::PEER_GONE {
+                    Err(self.denied(mode, "read"))
+                } else {
+                    Err(self.empty_or_timeout(timeout))
+                }
+            }
+        }
+    }
+
     fn empty_or_timeout(&self, timeout: Option<Duration>) -> Error {
         match timeout {
             Some(t) if !t.is_zero() => Error::Timeout {
@@ -534,14 +567,19 @@ impl<'a, P: Platform> RingView<'a, P> {
         }
     }
 
-    /// Writes a value, sleeping while the ring is full, until `deadline`.
-    pub fn write(
-        &self,
-        me: Writer,
-        value: u64,
-        deadline: P::Deadline,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
+    /// Writes a value, sleeping while the ring is full, for at most
+    /// `timeout` (`None`: no limit).
+    pub fn write(&self, me: Writer, value: u64, timeout: Option<Duration>) -> Result<()> {
+        if self.try_write(me, value)? {
+            return Ok(());
+        }
+        for _ in 0..SPINS {
+            self.p.relax(4);
+            if self.try_write(me, value)? {
+                return Ok(());
+            }
+        }
+        let deadline = self.p.deadline(timeout);
         loop {
             if self.try_write(me, value)? {
                 return Ok(());
@@ -567,7 +605,8 @@ impl<'a, P: Platform> RingView<'a, P> {
     }
 
     /// Waits until everything queued has been read.
-    pub fn drained(&self, deadline: P::Deadline, timeout: Option<Duration>) -> Result<()> {
+    pub fn drained(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = self.p.deadline(timeout);
         loop {
             if self.queued() == 0 {
                 return Ok(());

@@ -173,7 +173,7 @@ fn a_free_wakes_a_blocked_allocator() {
         let w2 = w.clone();
         let waiter = loom::thread::spawn(move || {
             let b = w2.attach(2);
-            let blk = b.alloc_blocking(0, W, (), None).unwrap();
+            let blk = b.alloc_blocking(0, W, None).unwrap();
             blk.index
         });
         a.drop_guard(held).unwrap();

@@ -54,7 +54,7 @@ fn writers_and_a_reader_keep_fifo_order_without_loss() {
                         os.become_process(who);
                         let me = view.attach_writer(who).unwrap();
                         for i in 0..per {
-                            view.write(me, value(w, i), os.deadline(None), None)
+                            view.write(me, value(w, i), None)
                                 .unwrap();
                         }
                     });
@@ -62,7 +62,7 @@ fn writers_and_a_reader_keep_fifo_order_without_loss() {
                 let reader = s.spawn(move || {
                     view.claim_reader(Identity { pid: 1, start: 1 }).unwrap();
                     (0..2 * per)
-                        .map(|_| view.read(os.deadline(None), None).unwrap())
+                        .map(|_| view.read(None).unwrap())
                         .collect::<Vec<_>>()
                 });
                 reader.join().unwrap()
@@ -99,7 +99,7 @@ fn a_writer_dying_mid_write_does_not_wedge_the_reader() {
                     }
                     let done = may_die(|| {
                         for i in 0..per {
-                            view.write(me, value(w, i), os.deadline(None), None)
+                            view.write(me, value(w, i), None)
                                 .unwrap();
                         }
                     });
@@ -145,12 +145,11 @@ fn flow_down_wakes_a_blocked_reader_and_writer() {
         let view = ring.view(&os, "ring");
         let me = view.attach_writer(Identity { pid: 2, start: 1 }).unwrap();
         shuttle::thread::scope(|s| {
-            let os = &os;
             s.spawn(move || {
                 view.claim_reader(Identity { pid: 1, start: 1 }).unwrap();
                 let mut n = 0;
                 loop {
-                    match view.read(os.deadline(None), None) {
+                    match view.read(None) {
                         Ok(_) => n += 1,
                         Err(Error::FlowDown { .. }) => break,
                         Err(e) => panic!("{e}"),
@@ -160,7 +159,7 @@ fn flow_down_wakes_a_blocked_reader_and_writer() {
             });
             s.spawn(move || {
                 for i in 0..3 {
-                    match view.write(me, i, os.deadline(None), None) {
+                    match view.write(me, i, None) {
                         Ok(()) => {}
                         Err(Error::FlowDown { .. }) => return,
                         Err(e) => panic!("{e}"),
@@ -215,5 +214,5 @@ fn crash_windows_of_the_ring() {
     assert_eq!(view.try_read().unwrap(), Read::Value(4));
     assert_eq!(view.try_read().unwrap(), Read::Empty);
     assert_eq!(view.queued(), 0);
-    let _ = view.read(os.deadline(Some(Duration::from_millis(1))), None);
+    let _ = view.read(Some(Duration::from_millis(1)));
 }

@@ -28,7 +28,7 @@ use crate::config::PoolConfig;
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::layout::HeapSegment;
-use crate::platform::{Identity, Platform};
+use crate::platform::Identity;
 use crate::reclaim::{self, Target};
 use crate::{audit, registry};
 
@@ -139,8 +139,7 @@ fn run_process(w: &World, pid: u32, ops: usize, blocking: bool) {
                 Err(e) => panic!("{e}"),
             },
             3 if blocking => {
-                let d = w.os.deadline(Some(Duration::from_millis(2)));
-                match a.alloc_blocking(0, W, d, None) {
+                match a.alloc_blocking(0, W, Some(Duration::from_millis(2))) {
                     Ok(b) => {
                         w.ledger.lock().unwrap().took(pid, b);
                         held.push(b);
@@ -242,8 +241,7 @@ fn blocking_allocations_are_always_woken() {
                     let (w, all_served) = (&w, &all_served);
                     s.spawn(move || {
                         let a = w.attach(pid);
-                        let d = w.os.deadline(None);
-                        let b = a.alloc_blocking(0, W, d, None).unwrap();
+                        let b = a.alloc_blocking(0, W, None).unwrap();
                         all_served.wait();
                         a.drop_guard(b).unwrap();
                     });
