@@ -89,6 +89,9 @@ pub struct Pool {
     creator: Identity,
     is_creator: bool,
     base: *mut u8,
+    /// What the sweep run by `open` after taking over a dead process's
+    /// registry slot recovered, until `reclaim_dead` reports it.
+    takeover: Cell<Option<ReclaimReport>>,
     mem: Box<Memory>,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -223,12 +226,14 @@ impl Pool {
             creator,
             is_creator: false,
             base,
+            takeover: Cell::new(None),
             mem,
             _not_sync: PhantomData,
         };
         if took_over {
             // The slot's previous process left blocks behind.
-            pool.reclaim_dead()?;
+            let r = reclaim::sweep(&pool.att, Target::Dead)?;
+            pool.takeover.set(Some(r));
         }
         Ok(pool)
     }
@@ -409,7 +414,11 @@ impl Pool {
     /// blocked allocators. Safe while other processes run, and with other
     /// sweeps at the same time.
     pub fn reclaim_dead(&self) -> Result<ReclaimReport> {
-        reclaim::sweep(self.att()?, Target::Dead)
+        let mut r = reclaim::sweep(self.att()?, Target::Dead)?;
+        if let Some(earlier) = self.takeover.take() {
+            r.merge(earlier);
+        }
+        Ok(r)
     }
 
     /// Like [`Pool::reclaim_dead`] for the process `pid` only; fails with

@@ -73,6 +73,20 @@ impl ReclaimReport {
         self.blocks_per_class.iter().sum()
     }
 
+    /// Adds what another sweep recovered.
+    pub fn merge(&mut self, other: ReclaimReport) {
+        self.processes.extend(other.processes);
+        if self.blocks_per_class.len() < other.blocks_per_class.len() {
+            self.blocks_per_class
+                .resize(other.blocks_per_class.len(), 0);
+        }
+        for (a, b) in self.blocks_per_class.iter_mut().zip(other.blocks_per_class) {
+            *a += b;
+        }
+        self.operations_completed += other.operations_completed;
+        self.orphans += other.orphans;
+    }
+
     /// Whether nothing needed recovering.
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty() && self.blocks() == 0 && self.operations_completed == 0

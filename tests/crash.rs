@@ -216,3 +216,19 @@ fn a_waiter_is_woken_by_the_sweep_that_recovers_a_dead_holder() {
     let _ = Handle::from_raw(waiter.recv(T).parse().unwrap());
     waiter.success(T);
 }
+
+#[test]
+fn a_full_registry_takes_over_a_dead_processes_slot_and_reports_its_blocks() {
+    let name = Name::new("takeover");
+    let pool = Pool::create(&name, &cfg().max_processes(2)).unwrap();
+    let holder = hold(&name, 20);
+    holder.kill();
+    // The registry is full (the creator and the dead holder): opening takes
+    // the dead holder's slot, and its blocks are recovered and reported.
+    let other = Pool::open(&name).unwrap();
+    let r = other.reclaim_dead().unwrap();
+    assert!(r.blocks() >= 20, "{r}");
+    assert!(r.orphans >= 20, "{r}");
+    pool.audit().unwrap();
+    assert_eq!(pool.stats().allocated(), 0);
+}
