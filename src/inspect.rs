@@ -96,7 +96,8 @@ pub fn identify(name: &str) -> Result<ObjectInfo> {
 /// Every shared memory object in `/dev/shm` this process may read, with
 /// its kind (foreign objects included, marked as such).
 pub fn list() -> Result<Vec<ObjectInfo>> {
-    let dir = std::fs::read_dir("/dev/shm").map_err(|e| Error::from_os("/dev/shm", "readdir", e))?;
+    let dir =
+        std::fs::read_dir("/dev/shm").map_err(|e| Error::from_os("/dev/shm", "readdir", e))?;
     let mut out = Vec::new();
     for entry in dir.flatten() {
         let Some(name) = entry.file_name().to_str().map(|s| format!("/{s}")) else {
@@ -126,7 +127,8 @@ impl PoolView {
     pub fn open(name: &str) -> Result<PoolView> {
         let (name, file) = open_read(name)?;
         let info = info_of(name.clone(), &file)?;
-        let (geo, region) = crate::pool::map_ready(&name, &file, false, Duration::from_millis(200))?;
+        let (geo, region) =
+            crate::pool::map_ready(&name, &file, false, Duration::from_millis(200))?;
         // SAFETY: the header is the mapping's first page.
         let hdr = unsafe { &*(region.as_ptr() as *const crate::layout::Header<Os>) };
         let creator = Identity {
@@ -206,7 +208,10 @@ pub fn ring(name: &str) -> Result<RingInfo> {
     if object.size < 4096 {
         return Err(Error::LayoutMismatch {
             name,
-            detail: format!("the object has {} bytes, less than a ring header page", object.size),
+            detail: format!(
+                "the object has {} bytes, less than a ring header page",
+                object.size
+            ),
         });
     }
     let head = Region::map(&name, &file, 4096, false)?;

@@ -651,9 +651,15 @@ fn a_pool_can_be_inspected_read_only_without_registering() {
     assert_eq!(view.info().mode, 0o600);
     let after = std::fs::read(format!("/dev/shm{}", &*name)).unwrap();
     assert!(before == after, "inspecting changed the segment");
-    assert!(inspect::list().unwrap().iter().any(|o| o.name == name.0 && o.kind == Kind::Pool));
+    assert!(inspect::list()
+        .unwrap()
+        .iter()
+        .any(|o| o.name == name.0 && o.kind == Kind::Pool));
     let foreign = Name::new("not-ours");
     std::fs::write(format!("/dev/shm{}", &*foreign), b"hello").unwrap();
     assert_eq!(inspect::identify(&foreign).unwrap().kind, Kind::Foreign);
-    assert!(matches!(PoolView::open(&foreign), Err(Error::LayoutMismatch { .. })));
+    assert!(matches!(
+        PoolView::open(&foreign),
+        Err(Error::LayoutMismatch { .. })
+    ));
 }

@@ -54,8 +54,7 @@ fn writers_and_a_reader_keep_fifo_order_without_loss() {
                         os.become_process(who);
                         let me = view.attach_writer(who).unwrap();
                         for i in 0..per {
-                            view.write(me, value(w, i), None)
-                                .unwrap();
+                            view.write(me, value(w, i), None).unwrap();
                         }
                     });
                 }
@@ -99,8 +98,7 @@ fn a_writer_dying_mid_write_does_not_wedge_the_reader() {
                     }
                     let done = may_die(|| {
                         for i in 0..per {
-                            view.write(me, value(w, i), None)
-                                .unwrap();
+                            view.write(me, value(w, i), None).unwrap();
                         }
                     });
                     if done.is_none() {

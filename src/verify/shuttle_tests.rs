@@ -138,16 +138,14 @@ fn run_process(w: &World, pid: u32, ops: usize, blocking: bool) {
                 Err(Error::Exhausted { .. }) => {}
                 Err(e) => panic!("{e}"),
             },
-            3 if blocking => {
-                match a.alloc_blocking(0, W, Some(Duration::from_millis(2))) {
-                    Ok(b) => {
-                        w.ledger.lock().unwrap().took(pid, b);
-                        held.push(b);
-                    }
-                    Err(Error::Timeout { .. }) => {}
-                    Err(e) => panic!("{e}"),
+            3 if blocking => match a.alloc_blocking(0, W, Some(Duration::from_millis(2))) {
+                Ok(b) => {
+                    w.ledger.lock().unwrap().took(pid, b);
+                    held.push(b);
                 }
-            }
+                Err(Error::Timeout { .. }) => {}
+                Err(e) => panic!("{e}"),
+            },
             4..=5 => {
                 if let Some(b) = held.pop() {
                     w.ledger.lock().unwrap().gave(b);
