@@ -74,6 +74,20 @@ pub const MAX_ATTEMPTS: u32 = 1 << 20;
 /// operation itself.
 const PATIENCE: u32 = 8;
 
+/// The ordering that publishes an operation record (a test-only mutant
+/// weakens it, to show that the loom models notice).
+const PUBLISH: std::sync::atomic::Ordering = if cfg!(feature = "mutant-relaxed-publish") {
+    Relaxed
+} else {
+    Release
+};
+/// The ordering of the compare-and-swap that installs a pending pop.
+const INSTALL: std::sync::atomic::Ordering = if cfg!(feature = "mutant-relaxed-publish") {
+    Relaxed
+} else {
+    AcqRel
+};
+
 /// A decoded head word.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Head(u64);
@@ -223,13 +237,13 @@ impl<P: Platform> OpRecord<P> {
         // Release: a helper that acquires any of these words and then finds
         // the head unchanged knows the record belongs to that head (see
         // `read`).
-        self.kind.store(kind, Release);
-        self.shard.store(shard, Release);
-        self.tag.store(tag, Release);
-        self.count.store(count, Release);
-        self.first.store(first, Release);
-        self.next.store(next, Release);
-        self.owner_gen.store(u32::from(gen), Release);
+        self.kind.store(kind, PUBLISH);
+        self.shard.store(shard, PUBLISH);
+        self.tag.store(tag, PUBLISH);
+        self.count.store(count, PUBLISH);
+        self.first.store(first, PUBLISH);
+        self.next.store(next, PUBLISH);
+        self.owner_gen.store(u32::from(gen), PUBLISH);
     }
 
     fn read(&self) -> Record {
@@ -369,7 +383,8 @@ pub fn pop<P: Platform>(
             me.gen,
         );
         seg.p.step(Step::Recorded);
-        match head.compare_exchange(h, pending, AcqRel, Relaxed) {
+        // AcqRel: the record and the chain's links were written before.
+        match head.compare_exchange(h, pending, INSTALL, Relaxed) {
             Ok(_) => {
                 seg.p.step(Step::Pending);
                 complete(seg, id, pending)?;

@@ -202,8 +202,14 @@ impl Platform for LoomOs {
         self.woken.notify_all();
     }
 
-    fn relax(&self, _attempt: u32) {
-        loom::thread::yield_now();
+    fn relax(&self, attempt: u32) {
+        // loom lets a thread that yields see the newest values afterwards,
+        // which would hide stale reads right where they matter (a visitor
+        // waiting a little before it completes a pending operation); only
+        // long retry loops yield.
+        if attempt >= 8 {
+            loom::thread::yield_now();
+        }
     }
 
     fn step(&self, at: Step) {

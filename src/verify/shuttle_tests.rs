@@ -318,3 +318,47 @@ fn sweepers_racing_each_other_and_live_processes() {
         w.conserved(100);
     });
 }
+
+/// The classic ABA schedule of a Treiber stack: one process reads the head
+/// and its link, others pop two blocks and push the first back; without the
+/// tag the stale compare-and-swap would succeed.
+#[test]
+fn a_stalled_pop_never_succeeds_on_a_recycled_head() {
+    explore(|| {
+        let w = World::new(
+            &PoolConfig::new()
+                .class(256, 3)
+                .shards(1)
+                .headspace(0)
+                .tailspace(0)
+                .cache_size(0)
+                .max_processes(4),
+        );
+        shuttle::thread::scope(|s| {
+            for pid in 1..=3 {
+                let w = &w;
+                s.spawn(move || {
+                    let a = w.attach(pid);
+                    for _ in 0..3 {
+                        let mut held = Vec::new();
+                        for _ in 0..2 {
+                            match a.alloc(0, W) {
+                                Ok(b) => {
+                                    w.ledger.lock().unwrap().took(pid, b);
+                                    held.push(b);
+                                }
+                                Err(Error::Exhausted { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                        for b in held {
+                            w.ledger.lock().unwrap().gave(b);
+                            a.drop_guard(b).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        w.conserved(100);
+    });
+}
