@@ -565,8 +565,11 @@ impl<'a> Segment<'a, Os> {
         // is an atomic integer, valid for any bit pattern.
         unsafe fn at<'b, T>(base: *mut u8, off: u64, len: usize) -> &'b [T] {
             debug_assert_eq!(off % align_of::<T>() as u64, 0);
+            // SAFETY: see above; the caller passes an offset and length of
+            // the validated layout.
             unsafe { std::slice::from_raw_parts(base.add(off as usize) as *const T, len) }
         }
+        // SAFETY: see above.
         unsafe {
             Segment {
                 p: &Os,

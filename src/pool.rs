@@ -533,6 +533,8 @@ impl Identity {
 /// `base` must be 4096-aligned with at least `HEADER_SIZE + 32 * n` mapped
 /// bytes that live as long as the returned references are used.
 unsafe fn header_at<'a>(base: *mut u8, n: usize) -> (&'a Header<Os>, &'a [ClassDesc<Os>]) {
+    // SAFETY: the caller guarantees the bytes are mapped and aligned; the
+    // header and descriptors are atomics, valid for any bit pattern.
     unsafe {
         (
             &*(base as *const Header<Os>),
