@@ -41,6 +41,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::time::Duration;
 
 use crate::block::{kind, next_gen, BlockMeta, BlockState, Owner, Window, GEN_MAX, REFS_MAX};
+use crate::config::MAX_CLASSES;
 use crate::error::{Error, HandleFault, Result};
 use crate::freelist::{self, ShardId, MAX_CHAIN};
 use crate::handle::Handle;
@@ -56,7 +57,25 @@ pub struct Attached<'a, P: Platform> {
     pub seg: Segment<'a, P>,
     /// Our slot and its generation.
     pub me: Owner,
+    /// Per class, what the common allocation and free touch, looked up
+    /// once: our magazine, the class's block range, its wake word.
+    lanes: [Lane<'a, P>; MAX_CLASSES],
 }
+
+/// What the fast paths need of one class.
+struct Lane<'a, P: Platform> {
+    mag: Magazine<'a, P>,
+    first: u32,
+    count: u32,
+    wake: &'a P::U32,
+}
+
+impl<P: Platform> Clone for Lane<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Lane<'_, P> {}
 
 impl<P: Platform> Clone for Attached<'_, P> {
     fn clone(&self) -> Self {
@@ -94,6 +113,27 @@ enum Which {
 }
 
 impl<'a, P: Platform> Attached<'a, P> {
+    /// The process `me` attached to `seg`.
+    pub fn new(seg: Segment<'a, P>, me: Owner) -> Self {
+        let lane = |class: usize| {
+            let c = &seg.geo.classes[class];
+            Lane {
+                mag: Magazine::new(seg.magazine(me.slot, class), c.mag_cap),
+                first: c.first,
+                count: c.count,
+                wake: &seg.classes[class].wake_seq,
+            }
+        };
+        // Classes past the last are never used; they repeat the first.
+        let lanes = std::array::from_fn(|i| lane(if i < seg.geo.classes.len() { i } else { 0 }));
+        Attached { seg, me, lanes }
+    }
+
+    #[inline(always)]
+    fn lane(&self, class: usize) -> &Lane<'a, P> {
+        &self.lanes[class]
+    }
+
     #[inline]
     fn meta(&self, b: u32) -> &'a BlockMeta<P> {
         &self.seg.metas[b as usize]
@@ -105,12 +145,9 @@ impl<'a, P: Platform> Attached<'a, P> {
     }
 
     /// This process's magazine for `class`.
-    #[inline]
+    #[inline(always)]
     pub fn magazine(&self, class: usize) -> Magazine<'a, P> {
-        Magazine::new(
-            self.seg.magazine(self.me.slot, class),
-            self.seg.geo.classes[class].mag_cap,
-        )
+        self.lane(class).mag
     }
 
     /// The local shard of this process in every class.
@@ -138,7 +175,7 @@ impl<'a, P: Platform> Attached<'a, P> {
 
     /// Turns block `b`, in state `st` (cached or popped by us), into a fresh
     /// allocation by us with the given window.
-    #[inline]
+    #[inline(always)]
     fn take(&self, b: u32, st: BlockState, class: usize, window: Window) -> Option<Block> {
         let m = self.meta(b);
         let gen = next_gen(st.gen());
@@ -162,12 +199,13 @@ impl<'a, P: Platform> Attached<'a, P> {
     }
 
     /// Allocates a block of `class` without blocking.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, class: usize, window: Window) -> Result<Block> {
         // The common case: the newest entry of our magazine.
-        if let Some(b) = self.magazine(class).pop() {
+        let lane = self.lane(class);
+        if let Some(b) = lane.mag.pop() {
             self.seg.p.step(Step::MagazineTaken);
-            if self.seg.geo.classes[class].contains(b) {
+            if b.wrapping_sub(lane.first) < lane.count {
                 let st = self.meta(b).state.load(Relaxed);
                 if self.ours(st, kind::CACHED) {
                     if let Some(blk) = self.take(b, st, class, window) {
@@ -317,9 +355,9 @@ impl<'a, P: Platform> Attached<'a, P> {
     }
 
     /// Whether an allocator may be blocked on `class`.
-    #[inline]
+    #[inline(always)]
     fn has_waiters(&self, class: usize) -> bool {
-        crate::wake::has_waiters::<P>(&self.hot(class).wake_seq)
+        crate::wake::has_waiters::<P>(self.lane(class).wake)
     }
 
     /// Checks a handle's bounds and returns its block and class.
@@ -447,9 +485,43 @@ impl<'a, P: Platform> Attached<'a, P> {
         self.drop_ref(h, Which::Handle)
     }
 
+    /// [`Attached::drop_guard`] for a destructor, which cannot report
+    /// errors: the common case inline, everything else out of line.
+    #[inline(always)]
+    pub fn drop_guard_quietly(&self, index: u32, gen: u32, class: usize) {
+        let state = &self.meta(index).state;
+        let fresh = BlockState::owned(self.me, gen);
+        if !cfg!(feature = "mutant-early-wake")
+            && state
+                .compare_exchange(fresh, BlockState::cached(self.me, gen), SeqCst, Relaxed)
+                .is_ok()
+        {
+            self.seg.p.step(Step::Released);
+            // After the block became free: see "Blocking".
+            if !self.has_waiters(class) && self.magazine(class).push(index) {
+                return;
+            }
+            self.recycle_quietly(index, gen, class);
+            return;
+        }
+        self.drop_guard_slowly(index, gen, class);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recycle_quietly(&self, index: u32, gen: u32, class: usize) {
+        let _ = self.recycle_slow(class, index, gen);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_guard_slowly(&self, index: u32, gen: u32, _class: usize) {
+        let _ = self.drop_ref(Handle::new(index, gen), Which::Guard);
+    }
+
     /// Drops the guard of `blk` together with its reference; the last
     /// reference frees the block. Returns whether it did.
-    #[inline]
+    #[inline(always)]
     pub fn drop_guard(&self, blk: Block) -> Result<bool> {
         // The common case in one compare-and-swap: our own allocation,
         // whose only reference the guard holds.
@@ -508,7 +580,7 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// Puts block `b` (generation `gen`), which we just freed into state
     /// `CACHED` by us, where it belongs: our magazine, or a shard if an
     /// allocator waits or the magazine is full.
-    #[inline]
+    #[inline(always)]
     fn recycle(&self, class: usize, b: u32, gen: u32) -> Result<()> {
         if !self.has_waiters(class) && self.magazine(class).push(b) {
             return Ok(());

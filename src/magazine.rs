@@ -25,6 +25,13 @@ pub struct Magazine<'a, P: Platform> {
     entries: &'a [P::U32],
 }
 
+impl<P: Platform> Clone for Magazine<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Magazine<'_, P> {}
+
 impl<'a, P: Platform> Magazine<'a, P> {
     /// The magazine stored in `words` (count first), holding at most `cap`.
     #[inline]
@@ -45,7 +52,7 @@ impl<'a, P: Platform> Magazine<'a, P> {
 
     /// Entries held. A count beyond the capacity (written by someone else)
     /// is treated as full.
-    #[inline]
+    #[inline(always)]
     pub fn len(&self) -> usize {
         (self.count.load(Relaxed) as usize).min(self.entries.len())
     }
@@ -57,7 +64,7 @@ impl<'a, P: Platform> Magazine<'a, P> {
     }
 
     /// Takes the most recently added entry.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Option<u32> {
         let n = self.len();
         if n == 0 {
@@ -69,7 +76,7 @@ impl<'a, P: Platform> Magazine<'a, P> {
     }
 
     /// Adds an entry; false when full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, b: u32) -> bool {
         let n = self.len();
         if n == self.entries.len() {

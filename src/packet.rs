@@ -42,43 +42,65 @@ use crate::pool::Pool;
 /// ```
 pub struct PacketBuf<'p> {
     pool: &'p Pool,
-    block: Block,
+    /// The block's payload.
     data: *mut u8,
-    size: u32,
+    /// Block index.
+    index: u32,
+    /// Generation (28 bits) | class << 28: 32 bytes in all keep a guard
+    /// cheap to move.
+    tag: u32,
     window: Window,
 }
+
+const _: () = assert!(crate::config::MAX_CLASSES <= 16 && crate::block::GEN_MAX < 1 << 28);
 
 impl<'p> PacketBuf<'p> {
     #[inline]
     pub(crate) fn new(pool: &'p Pool, block: Block, window: Window) -> Self {
-        let (data, size) = pool.payload(block);
+        let data = pool.payload(block);
         Self {
             pool,
-            block,
             data,
-            size,
+            index: block.index,
+            tag: block.gen | (block.class as u32) << 28,
             window,
         }
+    }
+
+    #[inline(always)]
+    fn block(&self) -> Block {
+        Block {
+            index: self.index,
+            gen: self.tag & crate::block::GEN_MAX,
+            class: (self.tag >> 28) as usize,
+        }
+    }
+
+    /// Size of the block.
+    #[inline]
+    fn size(&self) -> u32 {
+        self.pool.class_size(self.block().class)
     }
 
     /// The handle naming this allocation.
     #[inline]
     pub fn handle(&self) -> Handle {
-        self.block.handle()
+        self.block().handle()
     }
 
     /// Gives up the guard and returns a handle that stands for its
     /// reference: send it to another process (or keep it), which takes the
     /// packet with [`Pool::get`](crate::Pool::get) or drops the reference
     /// with [`Pool::release`](crate::Pool::release).
+    #[inline]
     pub fn into_handle(self) -> Handle {
-        let h = self.handle();
-        if let Ok(att) = self.pool.attached() {
+        // ManuallyDrop rather than `forget`: the guard is not moved again.
+        let this = std::mem::ManuallyDrop::new(self);
+        if let Ok(att) = this.pool.attached() {
             // Cannot fail while we hold the guard.
-            let _ = att.unguard(self.block);
+            let _ = att.unguard(this.block());
         }
-        std::mem::forget(self);
-        h
+        this.handle()
     }
 
     /// Adds a reference and returns a handle standing for it, for example
@@ -91,10 +113,13 @@ impl<'p> PacketBuf<'p> {
 
     /// Releases this guard's reference now, reporting any error that
     /// dropping it would ignore.
+    #[inline(always)]
     pub fn free(self) -> Result<()> {
-        let r = self.pool.attached().and_then(|a| a.drop_guard(self.block));
-        std::mem::forget(self);
-        r.map(|_| ())
+        let this = std::mem::ManuallyDrop::new(self);
+        match this.pool.attached() {
+            Ok(a) => a.drop_guard(this.block()).map(|_| ()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Length of the data.
@@ -118,13 +143,13 @@ impl<'p> PacketBuf<'p> {
     /// Bytes free behind the data.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        (self.size - self.window.tail) as usize
+        (self.size() - self.window.tail) as usize
     }
 
     /// Size of the block.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.size as usize
+        self.size() as usize
     }
 
     #[inline]
@@ -132,7 +157,7 @@ impl<'p> PacketBuf<'p> {
         self.window = w;
         // Relaxed: the receiver of the handle acquires it through whatever
         // channel carries the handle.
-        self.pool.segment().metas[self.block.index as usize]
+        self.pool.segment().metas[self.index as usize]
             .window
             .store(w, Relaxed);
     }
@@ -215,7 +240,7 @@ impl<'p> PacketBuf<'p> {
     pub fn block_bytes(&mut self) -> &mut [u8] {
         // SAFETY: `data` points to `size` bytes of this block's payload,
         // which this guard accesses exclusively (the guard bit).
-        unsafe { std::slice::from_raw_parts_mut(self.data, self.size as usize) }
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.size() as usize) }
     }
 }
 
@@ -254,10 +279,11 @@ impl AsMut<[u8]> for PacketBuf<'_> {
 }
 
 impl Drop for PacketBuf<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Ok(att) = self.pool.attached() {
-            let _ = att.drop_guard(self.block);
+        if let Some(att) = self.pool.attached_quietly() {
+            let b = self.block();
+            att.drop_guard_quietly(b.index, b.gen, b.class);
         }
     }
 }

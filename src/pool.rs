@@ -221,7 +221,7 @@ impl Pool {
             start: hdr.creator_start.load(Relaxed),
         };
         let pool = Pool {
-            att: Attached { seg, me },
+            att: Attached::new(seg, me),
             fork_gen: fork_generation(),
             creator,
             is_creator: false,
@@ -269,6 +269,7 @@ impl Pool {
     }
 
     #[cold]
+    #[inline(never)]
     fn forked(&self) -> Error {
         Error::Forked {
             name: self.mem.name.clone(),
@@ -316,11 +317,20 @@ impl Pool {
 
     #[inline]
     fn class_for(&self, len: usize) -> Result<usize> {
-        self.mem.geo.class_for(len).ok_or_else(|| Error::TooLarge {
+        match self.mem.geo.class_for(len) {
+            Some(c) => Ok(c),
+            None => Err(self.too_large(len)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_large(&self, len: usize) -> Error {
+        Error::TooLarge {
             pool: self.mem.name.clone(),
             requested: len,
             max: self.mem.geo.max_payload(),
-        })
+        }
     }
 
     #[inline]
@@ -338,7 +348,7 @@ impl Pool {
     ///
     /// Fails with [`Error::TooLarge`] when no class fits and
     /// [`Error::Exhausted`] when every block of the class is in use.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, len: usize) -> Result<PacketBuf<'_>> {
         let att = self.att()?;
         let class = self.class_for(len)?;
@@ -366,6 +376,7 @@ impl Pool {
     /// Becoming the owner means the packet survives the death of the
     /// sender. Fails with [`Error::InvalidHandle`] for a stale, forged or
     /// released handle, or one whose block is held by a live guard.
+    #[inline]
     pub fn get(&self, handle: Handle) -> Result<PacketBuf<'_>> {
         let att = self.att()?;
         let blk = att.acquire(handle)?;
@@ -439,17 +450,29 @@ impl Pool {
 
     /// The address of block `blk`'s payload.
     #[inline]
-    pub(crate) fn payload(&self, blk: Block) -> (*mut u8, u32) {
+    pub(crate) fn payload(&self, blk: Block) -> *mut u8 {
         let c = &self.mem.geo.classes[blk.class];
         let off = c.payload_off + u64::from(blk.index - c.first) * c.stride;
         // SAFETY: `blk.index` is in class `blk.class` (validated), so
         // `off + c.size <= total_size`, which is mapped.
-        (unsafe { self.base.add(off as usize) }, c.size)
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// The block size of `class`.
+    #[inline]
+    pub(crate) fn class_size(&self, class: usize) -> u32 {
+        self.mem.geo.classes[class].size
     }
 
     #[inline]
     pub(crate) fn attached(&self) -> Result<&Attached<'_, Os>> {
         self.att()
+    }
+
+    /// The attachment, unless this handle was inherited across `fork`.
+    #[inline(always)]
+    pub(crate) fn attached_quietly(&self) -> Option<&Attached<'_, Os>> {
+        (self.fork_gen == FORK_GENERATION.load(Ordering::Relaxed)).then_some(&self.att)
     }
 
     /// Raw access to the segment's bytes, for the fuzz targets that play a

@@ -168,10 +168,7 @@ impl Checker {
     }
 
     fn att(&self, p: usize) -> Attached<'_, SimOs> {
-        Attached {
-            seg: self.heap.segment(&self.os, "model"),
-            me: self.owners[p],
-        }
+        Attached::new(self.heap.segment(&self.os, "model"), self.owners[p])
     }
 
     /// A live process chosen by `p`, if any.
@@ -495,7 +492,7 @@ impl Checker {
         let me = registry::attach(&seg, who(p), 0)
             .or_else(|_| registry::take_over(&seg, who(p), 0))
             .map_err(|e| e.to_string())?;
-        let a = Attached { seg, me };
+        let a = Attached::new(seg, me);
         reclaim::sweep(&a, Target::Dead).map_err(|e| e.to_string())?;
         for c in 0..self.classes {
             let want = self.class_of.iter().filter(|&&k| k == c).count();

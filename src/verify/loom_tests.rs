@@ -51,7 +51,7 @@ impl World {
         self.os.start(who);
         let seg = self.heap.segment(&self.os, "loom");
         let me = registry::attach(&seg, who, 0).unwrap();
-        Attached { seg, me }
+        Attached::new(seg, me)
     }
 }
 
@@ -199,12 +199,12 @@ impl World {
             .state
             .load(std::sync::atomic::Ordering::Acquire)
             .gen();
-        Attached {
+        Attached::new(
             seg,
-            me: crate::block::Owner {
+            crate::block::Owner {
                 slot: slot as u32,
                 gen,
             },
-        }
+        )
     }
 }

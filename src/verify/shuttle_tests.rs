@@ -94,7 +94,7 @@ impl World {
         self.os.become_process(who);
         let seg = self.heap.segment(&self.os, "shuttle");
         let me = registry::attach(&seg, who, 0).unwrap();
-        Attached { seg, me }
+        Attached::new(seg, me)
     }
 
     /// At a quiescent point: sweep the dead, audit, and check that every

@@ -51,7 +51,7 @@ impl World {
         self.os.start(id);
         let seg = self.heap.segment(&self.os, "sim");
         let me = registry::attach(&seg, id, 0).unwrap();
-        Attached { seg, me }
+        Attached::new(seg, me)
     }
 
     /// Every block of class 0, allocated by a fresh process, then freed.
@@ -408,7 +408,7 @@ fn a_full_registry_takes_over_the_slot_of_a_dead_process() {
     let me = registry::take_over(&seg, who(3), 0).unwrap();
     assert_eq!(me.slot, a.me.slot);
     assert_ne!(me.gen, a.me.gen);
-    let c = Attached { seg, me };
+    let c = Attached::new(seg, me);
     let r = reclaim::sweep(&c, Target::Dead).unwrap();
     assert!(r.orphans >= 1);
     audit::audit(&c.seg).unwrap();
