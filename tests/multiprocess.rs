@@ -79,6 +79,39 @@ fn helper_entry() {
             say(p.handle().into_raw());
             0
         }
+        "forker" => {
+            let pool = Pool::open(&name).unwrap();
+            let held = pool.alloc(1).unwrap().into_handle();
+            let slots_before = pool.stats().processes.len();
+            // SAFETY: this helper process runs one test on one thread; the
+            // child only uses the pool and then `_exit`s.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let refused = matches!(pool.alloc(1), Err(Error::Forked { .. }))
+                    && matches!(pool.reclaim_dead(), Err(Error::Forked { .. }));
+                drop(pool);
+                // The child attaches on its own.
+                let own = Pool::open(&name)
+                    .map(|p| p.alloc(1).is_ok())
+                    .unwrap_or(false);
+                // SAFETY: ends the child without running the parent's exit
+                // handlers.
+                unsafe { libc::_exit(if refused && own { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child failed"
+            );
+            // The child's drop of the inherited handle did not detach us.
+            assert_eq!(pool.stats().processes.len(), slots_before);
+            assert!(pool.alloc(1).is_ok());
+            pool.release(held).unwrap();
+            say("child refused the inherited handle and reattached");
+            0
+        }
         other => panic!("unknown role {other}"),
     };
     std::process::exit(code);
@@ -151,4 +184,23 @@ fn a_blocked_allocation_in_one_process_is_woken_by_a_free_in_another() {
     let got = Handle::from_raw(waiter.recv(T).parse().unwrap());
     assert_eq!(got.index(), freed.index());
     waiter.success(T);
+}
+
+/// A handle inherited across fork() is refused in the child, and dropping
+/// it there leaves the parent's registration alone.
+#[test]
+fn a_pool_handle_inherited_across_fork_is_refused_in_the_child() {
+    let name = Name::new("fork");
+    let pool = Pool::create(&name, &cfg()).unwrap();
+    let held = pool.alloc(10).unwrap();
+    let helper = Helper::spawn(ENTRY, "forker", &[("pool", name.0.clone())]);
+    assert_eq!(
+        helper.recv(T),
+        "child refused the inherited handle and reattached"
+    );
+    helper.success(T);
+    // The helper's parent process kept its registration through the
+    // child's drop: its slot is still listed until it exited.
+    assert_eq!(pool.audit().unwrap().allocated(), 1);
+    drop(held);
 }

@@ -663,3 +663,20 @@ fn a_pool_can_be_inspected_read_only_without_registering() {
         Err(Error::LayoutMismatch { .. })
     ));
 }
+
+#[test]
+fn a_privileged_creator_can_create_a_pool_for_another_user() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: creating for another user cannot be tried here");
+        return;
+    }
+    let name = Name::new("owner");
+    let _p = Pool::create(&name, &small().group().owner(65534, 65534)).unwrap();
+    let meta = std::fs::metadata(format!("/dev/shm{}", &*name)).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 65534, 0o660)
+    );
+}
