@@ -435,7 +435,7 @@ pub fn push<P: Platform>(
         );
         seg.p.step(Step::Recorded);
         // SeqCst: the blocks become available here; a free that then reads
-        // the waiter count must not miss a waiter that registered before
+        // the waiters bit must not miss a waiter that announced itself before
         // (see `allocator`).
         match head.compare_exchange(h, pending, SeqCst, Relaxed) {
             Ok(_) => {

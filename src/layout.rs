@@ -8,7 +8,7 @@
 //! |------------------------|-------------------------------|--------------------------------------------|
 //! | 0                      | 256                           | [`Header`]: identity, readiness, geometry  |
 //! | 256                    | 32 × classes                  | [`ClassDesc`] table                        |
-//! | `off_class_hot`        | 128 × classes                 | [`ClassHot`]: waiter count, wake word      |
+//! | `off_class_hot`        | 128 × classes                 | [`ClassHot`]: the wake word (futex)        |
 //! | `off_shards`           | 128 × classes × shards        | free-list heads, one per cache line pair   |
 //! | `off_slots`            | 128 × slots                   | process registry                           |
 //! | `off_mags`             | 4 × stride × slots × classes  | per-process caches (magazines)             |
