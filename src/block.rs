@@ -184,16 +184,7 @@ impl BlockState {
     }
 }
 
-impl Packed for BlockState {
-    #[inline]
-    fn to_bits(self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn from_bits(bits: u64) -> Self {
-        Self(bits)
-    }
-}
+crate::platform::packed_newtype!(BlockState);
 
 impl fmt::Debug for BlockState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -130,16 +130,7 @@ impl Head {
     }
 }
 
-impl Packed for Head {
-    #[inline]
-    fn to_bits(self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn from_bits(bits: u64) -> Self {
-        Self(bits)
-    }
-}
+crate::platform::packed_newtype!(Head);
 
 impl fmt::Debug for Head {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -83,6 +83,23 @@ impl Packed for u64 {
     }
 }
 
+/// Implements [`Packed`] for a newtype over `u64`.
+macro_rules! packed_newtype {
+    ($t:ty) => {
+        impl $crate::platform::Packed for $t {
+            #[inline]
+            fn to_bits(self) -> u64 {
+                self.0
+            }
+            #[inline]
+            fn from_bits(bits: u64) -> Self {
+                Self(bits)
+            }
+        }
+    };
+}
+pub(crate) use packed_newtype;
+
 /// A 64-bit atomic word that holds a typed, packed value (a free-list head,
 /// a block state, a registry slot state, ...).
 #[repr(transparent)]

@@ -27,7 +27,7 @@ use crate::block::Owner;
 use crate::error::{Error, Result};
 use crate::freelist::OpRecord;
 use crate::layout::Segment;
-use crate::platform::{Atomic32, Atomic64, Identity, Packed, Platform, Word};
+use crate::platform::{Atomic32, Atomic64, Identity, Platform, Word};
 
 /// Slot states.
 pub mod state {
@@ -74,16 +74,7 @@ impl SlotWord {
     }
 }
 
-impl Packed for SlotWord {
-    #[inline]
-    fn to_bits(self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn from_bits(bits: u64) -> Self {
-        Self(bits)
-    }
-}
+crate::platform::packed_newtype!(SlotWord);
 
 impl fmt::Debug for SlotWord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
