@@ -351,7 +351,7 @@ impl<'a, P: Platform> Attached<'a, P> {
     /// (with a sequentially consistent operation).
     #[inline]
     pub fn wake(&self, class: usize) {
-        crate::wake::wake(self.seg.p, &self.hot(class).wake_seq);
+        crate::wake::wake(self.seg.p, self.lane(class).wake);
     }
 
     /// Whether an allocator may be blocked on `class`.
@@ -670,10 +670,5 @@ impl<'a, P: Platform> Attached<'a, P> {
             self.flush(class, n)?;
         }
         Ok(())
-    }
-
-    /// The state of block `b` (for statistics and tests).
-    pub fn state_of(&self, b: u32) -> BlockState {
-        self.meta(b).state.load(Acquire)
     }
 }

@@ -86,17 +86,4 @@ impl<'a, P: Platform> Magazine<'a, P> {
         self.count.store(n as u32 + 1, Relaxed);
         true
     }
-
-    /// The entries, oldest first (for statistics).
-    pub fn snapshot(&self) -> Vec<u32> {
-        self.entries[..self.len()]
-            .iter()
-            .map(|e| e.load(Relaxed))
-            .collect()
-    }
-
-    /// Forgets every entry.
-    pub fn clear(&self) {
-        self.count.store(0, Relaxed);
-    }
 }
