@@ -280,19 +280,7 @@ impl Checker {
                         .att(p)
                         .drop_guard(b)
                         .map_err(|e| format!("free: {e}"))?;
-                    if freed != (refs == 1) {
-                        return Err(format!("free: freed={freed} with {refs} references"));
-                    }
-                    self.blocks[idx] = if refs == 1 {
-                        Slot::Available
-                    } else {
-                        Slot::Held {
-                            owner,
-                            refs: refs - 1,
-                            guard: false,
-                            gen: b.gen,
-                        }
-                    };
+                    self.dropped(idx, "free", freed, owner, refs, false, b.gen)?;
                 } else {
                     self.att(p).unguard(b).map_err(|e| format!("send: {e}"))?;
                     self.blocks[idx] = Slot::Held {
@@ -429,19 +417,7 @@ impl Checker {
                     else {
                         unreachable!()
                     };
-                    if freed != (refs == 1) {
-                        return Err(format!("release: freed={freed} with {refs} references"));
-                    }
-                    self.blocks[idx] = if refs == 1 {
-                        Slot::Available
-                    } else {
-                        Slot::Held {
-                            owner,
-                            refs: refs - 1,
-                            guard,
-                            gen,
-                        }
-                    };
+                    self.dropped(idx, "release", freed, owner, refs, guard, gen)?;
                 }
                 (Err(Error::InvalidHandle { .. }), false) => {}
                 (r, ok) => {
@@ -451,6 +427,35 @@ impl Checker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// One of `refs` references of block `idx` was dropped (`freed`: the
+    /// pool says it was the last); the guard bit becomes `guard`.
+    #[allow(clippy::too_many_arguments)]
+    fn dropped(
+        &mut self,
+        idx: usize,
+        what: &str,
+        freed: bool,
+        owner: usize,
+        refs: u32,
+        guard: bool,
+        gen: u32,
+    ) -> Result<(), String> {
+        if freed != (refs == 1) {
+            return Err(format!("{what}: freed={freed} with {refs} references"));
+        }
+        self.blocks[idx] = if refs == 1 {
+            Slot::Available
+        } else {
+            Slot::Held {
+                owner,
+                refs: refs - 1,
+                guard,
+                gen,
+            }
+        };
         Ok(())
     }
 
