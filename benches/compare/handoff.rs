@@ -96,14 +96,7 @@ fn sender<A: Alloc, R: HandleRing>(a: &A, r: &R, ctl: &Control) -> i32 {
 fn receiver<A: Alloc, R: HandleRing>(a: &A, r: &R, ctl: &Control, out: &[AtomicU64]) -> i32 {
     ctl.arrive_and_wait();
     let mut seq = 0u64;
-    loop {
-        let Some(v) = r.take(STEP) else {
-            ctl.error();
-            break;
-        };
-        if v == SENTINEL {
-            break;
-        }
+    until_sentinel(r, ctl, |v| {
         match a.receive(v) {
             Some(mut b) => {
                 if !imps::check(a.payload(&mut b), seq) {
@@ -114,10 +107,25 @@ fn receiver<A: Alloc, R: HandleRing>(a: &A, r: &R, ctl: &Control, out: &[AtomicU
             None => ctl.error(),
         }
         seq += 1;
-    }
+    });
     out[0].store(seq, Relaxed);
     out[1].store(now_ns(), Relaxed);
     0
+}
+
+/// Hands each value taken from `r` to `each` until the sentinel arrives;
+/// a take that times out counts as an error and ends the loop.
+fn until_sentinel<R: HandleRing>(r: &R, ctl: &Control, mut each: impl FnMut(u64)) {
+    loop {
+        let Some(v) = r.take(STEP) else {
+            ctl.error();
+            break;
+        };
+        if v == SENTINEL {
+            break;
+        }
+        each(v);
+    }
 }
 
 /// Writes 1, 2, 3, ... until told to stop, then the sentinel.
@@ -142,19 +150,12 @@ fn ring_writer<R: HandleRing>(r: &R, ctl: &Control) -> i32 {
 fn ring_reader<R: HandleRing>(r: &R, ctl: &Control, out: &[AtomicU64]) -> i32 {
     ctl.arrive_and_wait();
     let mut n = 0u64;
-    loop {
-        let Some(v) = r.take(STEP) else {
-            ctl.error();
-            break;
-        };
-        if v == SENTINEL {
-            break;
-        }
+    until_sentinel(r, ctl, |v| {
         n += 1;
         if v != n {
             ctl.error();
         }
-    }
+    });
     out[0].store(n, Relaxed);
     out[1].store(now_ns(), Relaxed);
     0

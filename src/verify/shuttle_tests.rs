@@ -195,17 +195,21 @@ fn small(cache: u32) -> PoolConfig {
         .max_processes(8)
 }
 
+/// Runs processes 1 to 3 side by side, eight random operations each.
+fn run_three(w: &World, blocking: bool) {
+    shuttle::thread::scope(|s| {
+        for pid in 1..=3 {
+            s.spawn(move || run_process(w, pid, 8, blocking));
+        }
+    });
+}
+
 #[test]
 fn concurrent_operations_never_hand_a_block_to_two_owners() {
     for cache in [0, 2] {
         explore(move || {
             let w = World::new(&small(cache));
-            shuttle::thread::scope(|s| {
-                for pid in 1..=3 {
-                    let w = &w;
-                    s.spawn(move || run_process(w, pid, 8, false));
-                }
-            });
+            run_three(&w, false);
             w.conserved(100);
         });
     }
@@ -254,12 +258,7 @@ fn blocking_allocations_are_always_woken() {
 fn mixed_operations_with_blocking_allocations() {
     explore(|| {
         let w = World::new(&small(2));
-        shuttle::thread::scope(|s| {
-            for pid in 1..=3 {
-                let w = &w;
-                s.spawn(move || run_process(w, pid, 8, true));
-            }
-        });
+        run_three(&w, true);
         w.conserved(100);
     });
 }
